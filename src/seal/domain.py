@@ -1,0 +1,59 @@
+"""The contract between the SEAL core and a domain (knowledge incorporation, ARC, ...).
+
+A domain says what the policy sees, how a self-edit becomes a weight update, and how the
+(possibly updated) model is scored. Everything else (sampling self-edits, applying updates as
+fresh LoRA adapters, ReST-EM, run directories) is the core's, written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
+
+
+@dataclass(frozen=True)
+class Update:
+    """A weight update: the sequences to train on and how to train."""
+
+    examples: tuple[TrainingExample, ...]
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A self-edit that cannot become an update; it earns reward 0 and the reason is recorded."""
+
+    reason: str
+
+
+@dataclass
+class Score:
+    """A reward in [0, 1] and per-unit details (for knowledge: one record per question)."""
+
+    reward: float
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+ItemT = TypeVar("ItemT", contravariant=True)
+
+
+class Domain(Protocol[ItemT]):
+    name: str
+
+    def item_id(self, item: ItemT) -> str: ...
+
+    def prompt(self, item: ItemT) -> str:
+        """The user message from which the policy writes a self-edit."""
+        ...
+
+    def to_update(self, item: ItemT, self_edit: str) -> Update | Rejection: ...
+
+    def score(self, slot: AdapterSlot, item: ItemT) -> Score:
+        """Score the model as it is now (with or without an active adapter)."""
+        ...
+
+    def rejected_score(self, item: ItemT, reason: str) -> Score:
+        """The zero score of an item whose self-edit was rejected, in the same shape as ``score``."""
+        ...

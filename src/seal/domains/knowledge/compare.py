@@ -1,0 +1,57 @@
+"""Side-by-side tables of knowledge runs, with paired bootstrap CIs of their differences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seal.domains.knowledge.evaluate import per_passage_counts
+from seal.runs import RunDirectory
+from seal.stats import paired_difference_ci
+
+
+def _label(summary: dict[str, Any]) -> str:
+    source = summary.get("self_edits_file")
+    return f"{summary['condition']} ({Path(source).stem})" if source else summary["condition"]
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> str:
+    rows = [("condition", "model", "passages", "questions", "accuracy", "95% CI", "best-of-K")]
+    for s in summaries:
+        lo, hi = s["ci95"]
+        best = f"{s['best_accuracy']:.1%} (K={s['n_self_edits']})" if s["n_self_edits"] > 1 else "-"
+        rows.append((_label(s), s["model"], str(s["n_passages"]), str(s["n_questions"]), f"{s['accuracy']:.1%}",
+                     f"[{lo:.1%}, {hi:.1%}]", best))
+    return _format(rows)
+
+
+def compare_runs(directories: list[str | Path]) -> str:
+    """The summary table, then each run minus the first, paired on the passages both scored."""
+    runs = [RunDirectory(d) for d in directories]
+    summaries = [r.summary() for r in runs]
+    counts = [_pooled(per_passage_counts(r.records())) for r in runs]
+    lines = [summary_table(summaries)]
+    if len(runs) > 1:
+        reference = _label(summaries[0])
+        rows = [("difference", "passages", "delta", "95% CI (paired bootstrap)")]
+        for summary, other in zip(summaries[1:], counts[1:]):
+            shared = sorted(set(counts[0]) & set(other))
+            a = np.array([counts[0][p] for p in shared]).reshape(-1, 2)
+            b = np.array([other[p] for p in shared]).reshape(-1, 2)
+            delta, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+            rows.append((f"{_label(summary)} - {reference}", str(len(shared)), f"{delta:+.1%}", f"[{lo:+.1%}, {hi:+.1%}]"))
+        lines.append(_format(rows))
+    return "\n\n".join(lines)
+
+
+def _pooled(counts: dict[str, dict[int, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    return {p: (sum(c for c, _ in units.values()), sum(t for _, t in units.values())) for p, units in counts.items()}
+
+
+def _format(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

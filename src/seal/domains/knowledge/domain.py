@@ -1,0 +1,92 @@
+"""Knowledge incorporation as a SEAL domain.
+
+Item: a passage with questions. Self-edit: text derived from the passage (implications by default).
+Update: train on ``title + passage`` plus ``title + segment`` for each segment of the self-edit.
+Score: closed-book QA, greedy answers to ``Topic: {title}\\n{question}``, graded per question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seal.domain import Rejection, Score, Update
+from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.prompts import QUESTION_PROMPT, SELF_EDIT_PROMPTS
+from seal.engine.generation import SamplingConfig, generate, render_prompt
+from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
+from seal.grading import GradeRequest, Grader, Verdict
+
+
+def self_edit_segments(self_edit: str, split_lines: bool = True) -> list[str]:
+    """The training segments of a self-edit: its non-empty lines, or the whole text as one segment."""
+    if not split_lines:
+        return [self_edit.strip()] if self_edit.strip() else []
+    return [line.strip() for line in self_edit.splitlines() if line.strip()]
+
+
+@dataclass
+class KnowledgeDomain:
+    grader: Grader
+    train: TrainConfig = TrainConfig()
+    self_edit_prompt: str = "implications"
+    split_lines: bool = True
+    answer_tokens: int = 48
+    batch_size: int = 16
+
+    name = "knowledge"
+
+    def __post_init__(self) -> None:
+        if self.self_edit_prompt not in SELF_EDIT_PROMPTS:
+            raise ValueError(f"unknown self-edit prompt {self.self_edit_prompt!r}; choose from {sorted(SELF_EDIT_PROMPTS)}")
+
+    def item_id(self, passage: Passage) -> str:
+        return passage.id
+
+    def prompt(self, passage: Passage) -> str:
+        return SELF_EDIT_PROMPTS[self.self_edit_prompt].format(title=passage.title, context=passage.context)
+
+    def passage_update(self, passage: Passage) -> Update:
+        """The paper's "train on passage" baseline: the passage alone."""
+        return Update(examples=(self._document(passage, passage.context),), train=self.train)
+
+    def to_update(self, passage: Passage, self_edit: str) -> Update | Rejection:
+        segments = self_edit_segments(self_edit, self.split_lines)
+        if not segments:
+            return Rejection("empty self-edit")
+        documents = [self._document(passage, segment) for segment in segments]
+        return Update(examples=self.passage_update(passage).examples + tuple(documents), train=self.train)
+
+    def answer(self, slot: AdapterSlot, passage: Passage) -> list[str]:
+        """Greedy closed-book answers to the passage's questions, in one batched call."""
+        prompts = [
+            render_prompt(slot.tokenizer, QUESTION_PROMPT.format(title=passage.title, question=q.question))
+            for q in passage.questions
+        ]
+        greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.answer_tokens)
+        return generate(slot.model, slot.tokenizer, prompts, greedy, batch_size=self.batch_size)
+
+    def grade(self, passage: Passage, answers: list[str]) -> Score:
+        """Reward = share of graded questions answered correctly; ungraded ones do not count either way."""
+        requests = [GradeRequest(q.question, q.answer, a) for q, a in zip(passage.questions, answers)]
+        verdicts = self.grader.grade(requests)
+        graded = [v for v in verdicts if v is not Verdict.UNGRADED]
+        reward = sum(v is Verdict.CORRECT for v in graded) / len(graded) if graded else 0.0
+        details = [
+            {"question": q.question, "gold": q.answer, "answer": a, "verdict": v.value}
+            for q, a, v in zip(passage.questions, answers, verdicts)
+        ]
+        return Score(reward=reward, details=details)
+
+    def score(self, slot: AdapterSlot, passage: Passage) -> Score:
+        return self.grade(passage, self.answer(slot, passage))
+
+    def rejected_score(self, passage: Passage, reason: str) -> Score:
+        details = [
+            {"question": q.question, "gold": q.answer, "answer": None, "verdict": Verdict.INCORRECT.value}
+            for q in passage.questions
+        ]
+        return Score(reward=0.0, details=details)
+
+    @staticmethod
+    def _document(passage: Passage, text: str) -> TrainingExample:
+        return TrainingExample(prompt="", completion=f"{passage.title}\n{text}")

@@ -1,0 +1,222 @@
+"""``seal knowledge eval``: the paper's single-passage conditions (Table 2), resumable.
+
+Conditions:
+  base       no update
+  passage    train on the passage only
+  self-edit  train on the passage + the model's own self-edit (K sampled per passage)
+  external   train on the passage + self-edits read from a file (e.g. GPT-4.1's), matched by context
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from seal.domain import Rejection, Update
+from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
+from seal.engine.generation import SamplingConfig, generate, render_prompt
+from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig
+from seal.grading import Grader, JudgeGrader, OfflineGrader
+from seal.loops.inner import evaluate
+from seal.models import EMBEDDED_MODEL, load_model
+from seal.runs import RunDirectory
+from seal.stats import pooled_accuracy_ci
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("base", "passage", "self-edit", "external")
+GRADERS = ("offline", "judge")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that determines a knowledge evaluation's numbers; written to ``config.json``."""
+
+    condition: str = "self-edit"
+    model: str = EMBEDDED_MODEL
+    data: str | None = None
+    split: str = "eval"
+    n_passages: int | None = None
+    n_self_edits: int = 1
+    self_edits_file: str | None = None
+    self_edit_prompt: str = "implications"
+    split_lines: bool = True
+    sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=256)
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    answer_tokens: int = 48
+    grader: str = "offline"
+    judge_url: str | None = None
+    judge_model: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"--condition must be one of {', '.join(CONDITIONS)}, got {self.condition!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.condition == "external" and not self.self_edits_file:
+            raise ValueError("--condition external needs --self-edits FILE")
+        if self.n_self_edits < 1:
+            raise ValueError(f"--n-self-edits must be >= 1, got {self.n_self_edits}")
+        if self.n_passages is not None and self.n_passages < 1:
+            raise ValueError(f"--n-passages must be >= 1, got {self.n_passages}")
+        if self.self_edit_prompt not in SELF_EDIT_PROMPTS:
+            raise ValueError(f"--self-edit-prompt must be one of {', '.join(SELF_EDIT_PROMPTS)}")
+        if self.grader not in GRADERS:
+            raise ValueError(f"--grader must be one of {', '.join(GRADERS)}, got {self.grader!r}")
+        if self.grader == "judge" and not (self.judge_url and self.judge_model):
+            raise ValueError("--grader judge needs --judge-url and --judge-model")
+
+    @property
+    def self_edits_per_passage(self) -> int:
+        return self.n_self_edits if self.condition in ("self-edit", "external") else 1
+
+
+def make_grader(config: EvalConfig) -> Grader:
+    if config.grader == "offline":
+        return OfflineGrader()
+    judge = JudgeGrader(url=config.judge_url, model=config.judge_model, api_key=os.environ.get("OPENAI_API_KEY"))
+    judge.check_reachable()
+    return judge
+
+
+def select_passages(config: EvalConfig) -> list[Passage]:
+    """The passages to evaluate, validated, with external self-edits attached when asked for."""
+    data = config.data or default_data_path()
+    if data is None:
+        raise DataError("no --data given and ../shared/data/squad/squad_val.json not found")
+    passages = load_passages(data, config.split)  # type: ignore[arg-type]
+    if not passages:
+        raise DataError(f"{data}: no passages in split {config.split!r}")
+    passages = passages[: config.n_passages]
+    if config.condition == "external":
+        passages = _attach_external_self_edits(passages, Path(config.self_edits_file), config.n_self_edits)
+    return passages
+
+
+def _attach_external_self_edits(passages: list[Passage], path: Path, k: int) -> list[Passage]:
+    by_id = {p.id: p.self_edits for p in load_passages(path)}
+    missing = [p.title for p in passages if p.id not in by_id]
+    if missing:
+        raise DataError(f"{path}: no self-edits for {len(missing)} passage(s), first: {missing[0]!r}")
+    short = [p.title for p in passages if len(by_id[p.id]) < k]
+    if short:
+        raise DataError(f"{path}: fewer than --n-self-edits={k} completions for passage {short[0]!r}")
+    return [Passage(p.id, p.title, p.context, p.questions, by_id[p.id][:k]) for p in passages]
+
+
+def unit_seed(seed: int, *parts: object) -> int:
+    """A seed for one unit of work that does not depend on what ran before it (so resume is exact)."""
+    digest = hashlib.sha256(json.dumps([seed, *map(str, parts)]).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run one condition into ``out``; returns the summary. Completed units are skipped on resume."""
+    passages = select_passages(config)
+    grader = make_grader(config)
+    run = RunDirectory(out)
+    run.start(config_record(config), resume)
+    done = run.completed_units()
+    k = config.self_edits_per_passage
+    pending = [(p, i) for p in passages for i in range(k) if _unit(p, i) not in done]
+
+    if pending:
+        torch.manual_seed(config.seed)
+        loaded = load_model(config.model)
+        slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
+        domain = KnowledgeDomain(grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens)
+        bar = tqdm(total=len(passages) * k, initial=len(passages) * k - len(pending), desc=config.condition, disable=not progress, unit="eval")
+        for passage in dict.fromkeys(p for p, _ in pending):
+            indices = [i for p, i in pending if p is passage]
+            self_edits = _self_edits(config, slot, domain, passage)
+            for index in indices:
+                self_edit = self_edits[index] if self_edits else None
+                update = _update(config, domain, passage, self_edit)
+                outcome = evaluate(slot, domain, passage, update, seed=unit_seed(config.seed, passage.id, index, "train"))
+                unit = {"passage_id": passage.id, "title": passage.title, "condition": config.condition,
+                        "self_edit_index": index, "self_edit": self_edit, **outcome.record()}
+                run.append_unit(_unit(passage, index), [{**unit, **detail} for detail in outcome.score.details])
+                bar.update()
+        bar.close()
+
+    summary = summarise(run.records(), config)
+    run.write_summary(summary)
+    return summary
+
+
+def _unit(passage: Passage, index: int) -> str:
+    return f"{passage.id}/{index}"
+
+
+def _self_edits(config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, passage: Passage) -> tuple[str, ...] | None:
+    if config.condition == "external":
+        return passage.self_edits
+    if config.condition != "self-edit":
+        return None
+    prompt = render_prompt(slot.tokenizer, domain.prompt(passage))
+    # All K samples of a passage come from one seeded call, so a resumed run regenerates the same text.
+    return tuple(generate(slot.model, slot.tokenizer, [prompt] * config.n_self_edits, config.sampling,
+                          seed=unit_seed(config.seed, passage.id, "sample")))
+
+
+def _update(config: EvalConfig, domain: KnowledgeDomain, passage: Passage, self_edit: str | None) -> Update | Rejection | None:
+    if config.condition == "base":
+        return None
+    if config.condition == "passage":
+        return domain.passage_update(passage)
+    return domain.to_update(passage, self_edit or "")
+
+
+def config_record(config: EvalConfig) -> dict[str, Any]:
+    return {"task": "knowledge-eval", **asdict(config)}
+
+
+def per_passage_counts(records: list[dict[str, Any]]) -> dict[str, dict[int, tuple[int, int]]]:
+    """passage id -> self-edit index -> (correct, graded)."""
+    counts: dict[str, dict[int, list[int]]] = {}
+    for r in records:
+        cell = counts.setdefault(r["passage_id"], {}).setdefault(r["self_edit_index"], [0, 0])
+        if r["verdict"] != "ungraded":
+            cell[0] += r["verdict"] == "correct"
+            cell[1] += 1
+    return {pid: {i: (c, t) for i, (c, t) in units.items()} for pid, units in counts.items()}
+
+
+def summarise(records: list[dict[str, Any]], config: EvalConfig) -> dict[str, Any]:
+    """Accuracy pooled over questions (mean over self-edits), best-of-K, and a passage-bootstrap CI."""
+    counts = per_passage_counts(records)
+    passage_ids = sorted(counts)
+    correct = np.array([sum(c for c, _ in counts[p].values()) for p in passage_ids])
+    graded = np.array([sum(t for _, t in counts[p].values()) for p in passage_ids])
+    best = [max(counts[p].values(), key=lambda ct: ct[0] / ct[1] if ct[1] else 0.0) for p in passage_ids]
+    best_correct, best_graded = np.array([c for c, _ in best]), np.array([t for _, t in best])
+    n_rejected = len({r["unit"] for r in records if r.get("rejected")})
+    return {
+        "condition": config.condition,
+        "model": config.model,
+        "n_passages": len(passage_ids),
+        "n_questions": sum({r["passage_id"]: r["unit_lines"] for r in records}.values()),
+        "n_self_edits": config.self_edits_per_passage,
+        "n_graded_answers": int(graded.sum()),
+        "n_ungraded_answers": sum(r["verdict"] == "ungraded" for r in records),
+        "n_rejected_self_edits": n_rejected,
+        "accuracy": float(correct.sum() / graded.sum()) if graded.sum() else float("nan"),
+        "ci95": list(pooled_accuracy_ci(correct, graded, seed=config.seed)),
+        "best_accuracy": float(best_correct.sum() / best_graded.sum()) if best_graded.sum() else float("nan"),
+        "best_ci95": list(pooled_accuracy_ci(best_correct, best_graded, seed=config.seed)),
+        "self_edits_file": config.self_edits_file,
+        "grader": config.grader,
+    }

@@ -1,0 +1,1 @@
+"""The loops every domain shares: the inner loop (update, score, discard)."""

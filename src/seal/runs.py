@@ -1,0 +1,98 @@
+"""Run directories: ``config.json``, append-only ``results.jsonl``, ``summary.json``.
+
+Results are written one *unit* at a time (for knowledge: the lines of one self-edit evaluation),
+in a single write that is flushed and fsynced, so a killed run loses at most the unit in flight.
+Every record carries its unit key and the unit's line count; on ``--resume`` incomplete units and a
+torn last line are dropped and only complete units count as done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked (exists without --resume, config mismatch, ...)."""
+
+
+class RunDirectory:
+    CONFIG = "config.json"
+    RESULTS = "results.jsonl"
+    SUMMARY = "summary.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / self.RESULTS
+
+    def start(self, config: dict[str, Any], resume: bool) -> None:
+        """Create the directory and write the config, or check it against the one on disk when resuming."""
+        config_path = self.path / self.CONFIG
+        if config_path.exists():
+            if not resume:
+                raise RunError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+            saved = json.loads(config_path.read_text())
+            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            if changed:
+                raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
+            self._drop_incomplete_units()
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(config_path, config)
+
+    def records(self) -> list[dict[str, Any]]:
+        """All complete records, in file order; a torn last line is ignored."""
+        if not self.results_path.exists():
+            return []
+        records = []
+        for line in self.results_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # only the last line can be torn: appends are sequential
+        return records
+
+    def completed_units(self) -> set[str]:
+        counts: dict[str, int] = {}
+        expected: dict[str, int] = {}
+        for record in self.records():
+            counts[record["unit"]] = counts.get(record["unit"], 0) + 1
+            expected[record["unit"]] = record["unit_lines"]
+        return {unit for unit, n in counts.items() if n == expected[unit]}
+
+    def append_unit(self, unit: str, records: Iterable[dict[str, Any]]) -> None:
+        records = list(records)
+        lines = "".join(json.dumps({"unit": unit, "unit_lines": len(records), **r}) + "\n" for r in records)
+        with open(self.results_path, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        _write_json_atomic(self.path / self.SUMMARY, summary)
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.path / self.SUMMARY).read_text())
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / self.CONFIG).read_text())
+
+    def _drop_incomplete_units(self) -> None:
+        complete = self.completed_units()
+        kept = [r for r in self.records() if r["unit"] in complete]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if self.results_path.exists() and text != self.results_path.read_text(encoding="utf-8"):
+            tmp = self.results_path.with_suffix(".jsonl.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.results_path)
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
