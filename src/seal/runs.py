@@ -30,16 +30,21 @@ class RunDirectory:
     def results_path(self) -> Path:
         return self.path / self.RESULTS
 
-    def start(self, config: dict[str, Any], resume: bool) -> None:
-        """Create the directory and write the config, or check it against the one on disk when resuming."""
+    def start(self, config: dict[str, Any], resume: bool, extendable: frozenset[str] = frozenset()) -> None:
+        """Create the directory and write the config, or check it against the one on disk when resuming.
+
+        Keys in ``extendable`` may change on resume (e.g. the number of passages, to grow a run).
+        """
         config_path = self.path / self.CONFIG
+        config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
         if config_path.exists():
             if not resume:
                 raise RunError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
             saved = json.loads(config_path.read_text())
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            if changed:
+            if set(changed) - extendable:
                 raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
+            _write_json_atomic(config_path, config)
             self._drop_incomplete_units()
             return
         self.path.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,16 @@ def tokenize_example(tokenizer: PreTrainedTokenizerBase, example: TrainingExampl
     return (prompt_ids + completion_ids)[:max_len], min(len(prompt_ids), max_len)
 
 
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches: shuffled, then grouped by length so a batch pads little, in shuffled batch order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])  # stable: equal lengths keep their shuffled order
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def _collate(batch: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -128,15 +138,14 @@ class AdapterSlot:
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0, fused=True)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
         shuffler = random.Random(seed)
+        lengths = [len(ids) for ids, _ in tokenized]
         pad_id = self.tokenizer.pad_token_id
         tokens, loss_value, started = 0, float("nan"), time.perf_counter()
         self.model.train()
         try:
             for _ in range(config.epochs):
-                order = list(range(len(tokenized)))
-                shuffler.shuffle(order)
-                for start in range(0, len(order), config.batch_size):
-                    batch = _collate([tokenized[i] for i in order[start : start + config.batch_size]], pad_id)
+                for indices in length_grouped_batches(lengths, config.batch_size, shuffler):
+                    batch = _collate([tokenized[i] for i in indices], pad_id)
                     loss = self.model(**batch).loss
                     loss.backward()
                     optimizer.step()

@@ -1,6 +1,6 @@
 """Grading of closed-book QA answers: offline rules, an LLM judge, and calibration."""
 
-from seal.grading.base import GradeRequest, Grader, Verdict
+from seal.grading.base import Grader, GradeRequest, Verdict
 from seal.grading.calibration import CalibrationStats, calibrate, load_graded
 from seal.grading.judge import JudgeGrader, JudgeUnreachableError
 from seal.grading.offline import OfflineGrader

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seal.grading.base import GradeRequest, Grader, Verdict
+from seal.grading.base import Grader, GradeRequest, Verdict
 
 Labelled = list[tuple[GradeRequest, bool]]
 

@@ -125,9 +125,7 @@ class JudgeGrader:
             return
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise JudgeUnreachableError(
-                f"judge endpoint {self.url} is unreachable: {reason}"
-            ) from exc
+            raise JudgeUnreachableError(f"judge endpoint {self.url} is unreachable: {reason}") from exc
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -171,6 +169,9 @@ class JudgeGrader:
     @staticmethod
     def _reply_text(reply: Any) -> str | None:
         try:
-            return reply["choices"][0]["message"]["content"]
+            content = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise _FatalError("reply has no choices[0].message.content") from exc
+        if content is not None and not isinstance(content, str):
+            raise _FatalError("reply content is not text")
+        return content

@@ -4,8 +4,8 @@ No network, no models: both texts are reduced to normalised tokens and a few
 general rules decide whether the answer contains the gold answer.
 
 Normalisation (``normalize_tokens``):
-    unicode NFKD with accents stripped (and ligatures such as "æ" spelled out),
-    lowercase, thousands separators removed ("1,000" -> "1000"), punctuation
+    lowercase, unicode NFKD with accents stripped (and letters such as "æ" or
+    "ø" spelled out), thousands separators removed ("1,000" -> "1000"), punctuation
     turned into spaces, number words turned into digits ("eleven" -> "11",
     "nineteenth" -> "19th"), articles dropped, light plural stemming.
 
@@ -85,9 +85,9 @@ def _number_words() -> dict[str, str]:
 
 _NUMBER_WORDS = _number_words()
 
-_LIGATURES = str.maketrans(
-    {"æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "ß": "ss",
-     "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th", "ı": "i"}
+# Lowercase letters that NFKD does not split into a base letter plus accents.
+_UNDECOMPOSABLE = str.maketrans(
+    {"æ": "ae", "œ": "oe", "ø": "o", "ß": "ss", "ł": "l", "đ": "d", "þ": "th", "\u0131": "i"}
 )
 _THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3})")
 _NON_WORD = re.compile(r"[^\w\s]|_")
@@ -121,8 +121,8 @@ def _stem(word: str) -> str:
 
 def normalize_tokens(text: str) -> list[str]:
     """Normalise ``text`` into comparable tokens (see the module docstring)."""
-    text = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = unicodedata.normalize("NFKD", text.lower().translate(_UNDECOMPOSABLE))
+    text = "".join(c for c in text if not unicodedata.combining(c))
     text = _NON_WORD.sub(" ", _THOUSANDS_SEPARATOR.sub("", text))
     words = (_NUMBER_WORDS.get(w, w) for w in text.split())
     return [_stem(w) for w in words if w not in _ARTICLES]

@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from seal.cli import main
+from seal.domain import Rejection
+from seal.domains.knowledge.compare import compare_runs
+from seal.domains.knowledge.domain import KnowledgeDomain, self_edit_segments
+from seal.domains.knowledge.data import load_passages
+from seal.domains.knowledge.evaluate import EvalConfig, run_eval
+from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraConfig, TrainConfig
+from seal.grading import OfflineGrader
+from seal.runs import RunDirectory, RunError
+
+FAST = dict(
+    model="tiny-random",
+    split="all",
+    sampling=SamplingConfig(temperature=1.0, max_new_tokens=12),
+    lora=LoraConfig(rank=4, alpha=8),
+    train=TrainConfig(epochs=1, batch_size=4),
+    answer_tokens=6,
+)
+SUMMARY_KEYS = {"condition", "model", "n_passages", "n_questions", "accuracy", "ci95"}
+
+
+def config(data, **overrides) -> EvalConfig:
+    return EvalConfig(data=str(data), **{**FAST, **overrides})
+
+
+def test_self_edit_becomes_passage_plus_title_prefixed_lines(squad_file):
+    passage = load_passages(squad_file)[0]
+    domain = KnowledgeDomain(OfflineGrader())
+    update = domain.to_update(passage, "1. Built in 1871.\n\n2. By Ottilie Brask.  \n")
+    completions = [e.completion for e in update.examples]
+    assert completions == [f"Varnholt Bridge\n{passage.context}", "Varnholt Bridge\n1. Built in 1871.",
+                           "Varnholt Bridge\n2. By Ottilie Brask."]
+    assert all(e.prompt == "" for e in update.examples)
+    assert domain.to_update(passage, "  \n ") == Rejection("empty self-edit")
+    assert self_edit_segments("a\nb", split_lines=False) == ["a\nb"]
+
+
+@pytest.mark.parametrize("condition", ["base", "passage", "self-edit"])
+def test_each_condition_writes_a_complete_run(tmp_path, squad_file, condition):
+    summary = run_eval(config(squad_file, condition=condition, n_self_edits=2), tmp_path, progress=False)
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["condition"] == condition and summary["n_passages"] == 2 and summary["n_questions"] == 3
+    records = RunDirectory(tmp_path).records()
+    k = 2 if condition == "self-edit" else 1
+    assert len(records) == 3 * k
+    assert {"passage_id", "question", "gold", "answer", "verdict", "condition"} <= set(records[0])
+    assert all(r["condition"] == condition for r in records)
+    assert (tmp_path / "config.json").exists() and json.loads((tmp_path / "config.json").read_text())["condition"] == condition
+    lo, hi = summary["ci95"]
+    assert lo <= summary["accuracy"] <= hi
+    if condition == "base":
+        assert all(r["train_tokens"] == 0 for r in records)
+    else:
+        assert all(r["train_tokens"] > 0 for r in records)
+
+
+def test_external_self_edits_matched_by_context_and_empty_one_rejected(tmp_path, squad_file, self_edit_file):
+    run_eval(config(squad_file, condition="external", self_edits_file=str(self_edit_file), n_self_edits=2), tmp_path, progress=False)
+    records = RunDirectory(tmp_path).records()
+    first = [r for r in records if r["self_edit_index"] == 0]
+    assert first[0]["self_edit"].startswith("Varnholt Bridge is notable") and first[0]["rejected"] is None
+    second = [r for r in records if r["self_edit_index"] == 1]
+    assert second and all(r["rejected"] == "empty self-edit" and r["verdict"] == "incorrect" and r["reward"] == 0.0 for r in second)
+    assert RunDirectory(tmp_path).summary()["n_rejected_self_edits"] == 2
+
+
+def test_external_needs_self_edits_for_every_passage(tmp_path, squad_file):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"title": "t", "context": "unrelated", "questions": [{"question": "q", "answer": "a"}], "completions": ["x"]}]))
+    with pytest.raises(ValueError, match="no self-edits for 2 passage"):
+        run_eval(config(squad_file, condition="external", self_edits_file=str(other)), tmp_path / "run", progress=False)
+
+
+def test_same_seed_same_numbers(tmp_path, squad_file):
+    a = run_eval(config(squad_file, condition="self-edit"), tmp_path / "a", progress=False)
+    b = run_eval(config(squad_file, condition="self-edit"), tmp_path / "b", progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(RunDirectory(tmp_path / "a").records()) == strip(RunDirectory(tmp_path / "b").records())
+    assert a == b
+
+
+def test_resume_skips_finished_units_and_recovers_a_torn_write(tmp_path, squad_file):
+    cfg = config(squad_file, condition="self-edit", n_passages=1)
+    run_eval(cfg, tmp_path, progress=False)
+    first = RunDirectory(tmp_path).records()
+    with pytest.raises(RunError, match="--resume"):
+        run_eval(cfg, tmp_path, progress=False)
+    with open(tmp_path / "results.jsonl", "a") as handle:  # a unit killed half-way through its write
+        handle.write(json.dumps({**first[0], "unit": "deadbeef/0", "unit_lines": 2}) + "\n" + '{"unit": "tor')
+    summary = run_eval(config(squad_file, condition="self-edit"), tmp_path, resume=True, progress=False)
+    records = RunDirectory(tmp_path).records()
+    assert records[: len(first)] == first  # finished work untouched, not recomputed
+    assert all(r["unit"] != "deadbeef/0" for r in records)
+    assert summary["n_passages"] == 2 and len(records) == 3
+    with pytest.raises(RunError, match="changed: seed"):
+        run_eval(config(squad_file, condition="self-edit", seed=1), tmp_path, resume=True, progress=False)
+
+
+def test_compare_prints_paired_differences(tmp_path, squad_file):
+    for condition in ("base", "passage"):
+        run_eval(config(squad_file, condition=condition), tmp_path / condition, progress=False)
+    table = compare_runs([tmp_path / "base", tmp_path / "passage"])
+    assert "passage - base" in table and "paired bootstrap" in table
+
+
+def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"title": "t", "context": "c", "questions": []}]))
+    code = main(["knowledge", "eval", "--condition", "base", "--data", str(bad), "--model", "tiny-random", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"seal: error: {bad}: item 0: field 'questions' must be a non-empty list"
+    assert not (tmp_path / "o").exists()  # stopped before any model work
+
+
+def test_cli_eval_end_to_end(tmp_path, squad_file, capsys):
+    args = ["knowledge", "eval", "--condition", "passage", "--data", str(squad_file), "--split", "all", "--model", "tiny-random",
+            "--epochs", "1", "--lora-rank", "4", "--answer-tokens", "4", "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "passage" in out and "tiny-random" in out and str(tmp_path / "run") in out
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 1
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "seal.cli", "knowledge", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "grade-calibration" in result.stdout
