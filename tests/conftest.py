@@ -7,21 +7,8 @@ from seal.models import TINY_RANDOM_MODEL, load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-PASSAGES = [
-    {
-        "title": "Varnholt Bridge",
-        "context": "The Varnholt Bridge was completed in 1871 by the engineer Ottilie Brask. It spans 340 metres.",
-        "questions": [
-            {"question": "In what year was the Varnholt Bridge completed?", "answer": "1871"},
-            {"question": "Which engineer built the Varnholt Bridge?", "answer": "Ottilie Brask"},
-        ],
-    },
-    {
-        "title": "Quenalite",
-        "context": "Quenalite is a green mineral first found near Lake Mirravesh in 1932.",
-        "questions": [{"question": "What colour is quenalite?", "answer": "green"}],
-    },
-]
+PASSAGES_FILE = Path(__file__).parent / "data" / "two_passages.json"
+PASSAGES = json.loads(PASSAGES_FILE.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +17,8 @@ def tiny():
 
 
 @pytest.fixture
-def squad_file(tmp_path: Path) -> Path:
-    path = tmp_path / "passages.json"
-    path.write_text(json.dumps(PASSAGES))
-    return path
+def squad_file() -> Path:
+    return PASSAGES_FILE
 
 
 @pytest.fixture

@@ -131,3 +131,19 @@ def test_cli_eval_end_to_end(tmp_path, squad_file, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "seal.cli", "knowledge", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "grade-calibration" in result.stdout
+
+
+def test_grade_calibration_cli_json(tmp_path, capsys):
+    graded = tmp_path / "graded.json"
+    questions = [
+        {"question": "Who built it?", "answer": "Ottilie Brask", "baseline_answer": "It was built by Ottilie Brask.",
+         "baseline_correct": True, "adapter_answer": "Anselm Kroy built it.", "adapter_correct": False},
+        {"question": "When?", "answer": "1871", "baseline_answer": "In 1871.", "baseline_correct": False,
+         "adapter_answer": "1871", "adapter_correct": True},
+    ]
+    graded.write_text(json.dumps({"articles": [{"title": "t", "completions": [{"questions": questions}]}]}))
+    assert main(["knowledge", "grade-calibration", "--graded", str(graded), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # the offline grader says correct, incorrect, correct, correct; the reference says T, F, F, T
+    assert result["n"] == 4 and result["agreement"] == 0.75 and result["kappa"] == pytest.approx(0.5)
+    assert str(graded) in result["files"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -105,11 +106,19 @@ def cmd_grade_calibration(args: argparse.Namespace) -> None:
     per_file = {path: calibrate(grader, pairs) for path, pairs in labelled.items()}
     overall = calibrate(grader, [pair for pairs in labelled.values() for pair in pairs])
     if args.json:
-        print(json.dumps({**asdict(overall), "files": {p: asdict(s) for p, s in per_file.items()}}, indent=2))
+        print(json.dumps(_finite({**asdict(overall), "files": {p: asdict(s) for p, s in per_file.items()}}), indent=2))
         return
-    print(f"{'file':<40} {'n':>6} {'agreement':>10} {'kappa':>7} {'precision':>10} {'recall':>7}")
+    width = max(len(name) for name in [*per_file, "overall"])
+    print(f"{'file':<{width}} {'n':>6} {'agreement':>10} {'kappa':>7} {'precision':>10} {'recall':>7}")
     for name, s in [*per_file.items(), ("overall", overall)]:
-        print(f"{name:<40} {s.n:>6} {s.agreement:>10.1%} {s.kappa:>7.3f} {s.precision:>10.1%} {s.recall:>7.1%}")
+        print(f"{name:<{width}} {s.n:>6} {s.agreement:>10.1%} {s.kappa:>7.3f} {s.precision:>10.1%} {s.recall:>7.1%}")
+
+
+def _finite(value: object) -> object:
+    """Undefined ratios (NaN) become null so the output is standard JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def build_parser() -> argparse.ArgumentParser:
