@@ -60,26 +60,29 @@ def main() -> None:
             answered = time.perf_counter()
         score = domain.grade(passage, answers)
         graded = time.perf_counter()
-        rows.append({
-            "passage": passage.title,
-            "passage_words": len(passage.context.split()),
-            "questions": len(passage.questions),
-            "self_edit_tokens": len(loaded.tokenizer(self_edit)["input_ids"]),
-            "train_sequences": len(update.examples),
-            "train_tokens": stats.tokens,
-            "generate_s": generated - started,
-            "train_s": trained - generated,
-            "answer_s": answered - trained,
-            "grade_s": graded - answered,
-            "total_s": graded - started,
-            "train_tokens_per_s": stats.tokens / stats.seconds,
-            "reward": score.reward,
-        })
+        rows.append(
+            {
+                "passage": passage.title,
+                "passage_words": len(passage.context.split()),
+                "questions": len(passage.questions),
+                "self_edit_tokens": len(loaded.tokenizer(self_edit)["input_ids"]),
+                "train_sequences": len(update.examples),
+                "train_tokens": stats.tokens,
+                "generate_s": generated - started,
+                "train_s": trained - generated,
+                "answer_s": answered - trained,
+                "grade_s": graded - answered,
+                "total_s": graded - started,
+                "train_tokens_per_s": stats.tokens / stats.seconds,
+                "reward": score.reward,
+            }
+        )
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}))
 
     median = {key: statistics.median(r[key] for r in rows) for key in rows[0] if isinstance(rows[0][key], (int, float))}
     result = {
-        "command": f"benchmarks/self_edit_eval.py --model {args.model} --n-passages {args.n_passages} --batch-size {args.batch_size}",
+        "command": "benchmarks/self_edit_eval.py "
+        f"--model {args.model} --n-passages {args.n_passages} --batch-size {args.batch_size}",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "model": args.model,
         "lora": vars(defaults.lora) | {"target_modules": list(defaults.lora.target_modules)},

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from seal.models import TINY_RANDOM_MODEL, load_model
+from tests.fake_judge import fake_judge  # noqa: F401  (fixture)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -32,12 +32,24 @@ def test_accepts_self_edit_schema(self_edit_file):
         ({"title": "x"}, "expected a non-empty JSON list"),
         ([], "expected a non-empty JSON list"),
         (["text"], "item 0: expected an object"),
-        ([{"context": "c", "questions": [{"question": "q", "answer": "a"}]}], "item 0: field 'title' must be a string, is missing"),
-        ([{"title": 3, "context": "c", "questions": [{"question": "q", "answer": "a"}]}], "item 0: field 'title' must be a string, is a int"),
+        (
+            [{"context": "c", "questions": [{"question": "q", "answer": "a"}]}],
+            "item 0: field 'title' must be a string, is missing",
+        ),
+        (
+            [{"title": 3, "context": "c", "questions": [{"question": "q", "answer": "a"}]}],
+            "item 0: field 'title' must be a string, is a int",
+        ),
         ([{"title": "t", "context": "c", "questions": []}], "item 0: field 'questions' must be a non-empty list"),
         ([{"title": "t", "context": "c", "questions": [{"question": "q"}]}], "item 0: questions[0]: field 'answer'"),
-        ([{"title": "t", "context": " ", "questions": [{"question": "q", "answer": "a"}]}], "item 0: field 'context' is empty"),
-        ([{"title": "t", "context": "c", "questions": [{"question": "q", "answer": "a"}], "completions": [1]}], "'completions' must be a list of strings"),
+        (
+            [{"title": "t", "context": " ", "questions": [{"question": "q", "answer": "a"}]}],
+            "item 0: field 'context' is empty",
+        ),
+        (
+            [{"title": "t", "context": "c", "questions": [{"question": "q", "answer": "a"}], "completions": [1]}],
+            "'completions' must be a list of strings",
+        ),
     ],
 )
 def test_malformed_input_names_file_item_and_field(tmp_path, payload, message):

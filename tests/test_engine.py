@@ -5,12 +5,21 @@ import pytest
 import torch
 
 from seal.engine.generation import SamplingConfig, generate, render_prompt
-from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig, TrainingExample, length_grouped_batches, tokenize_example
+from seal.engine.lora import (
+    AdapterSlot,
+    LoraConfig,
+    TrainConfig,
+    TrainingExample,
+    length_grouped_batches,
+    tokenize_example,
+)
 from seal.models import load_model
 
-EXAMPLES = [TrainingExample("", "Varnholt Bridge\nThe bridge was completed in 1871 by Ottilie Brask."),
-            TrainingExample("", "Varnholt Bridge\nIt spans 340 metres."),
-            TrainingExample("", "Quenalite\nQuenalite is a green mineral.")]
+EXAMPLES = [
+    TrainingExample("", "Varnholt Bridge\nThe bridge was completed in 1871 by Ottilie Brask."),
+    TrainingExample("", "Varnholt Bridge\nIt spans 340 metres."),
+    TrainingExample("", "Quenalite\nQuenalite is a green mineral."),
+]
 FAST = TrainConfig(learning_rate=1e-2, epochs=2, batch_size=2)
 
 

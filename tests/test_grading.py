@@ -6,10 +6,8 @@ import json
 import logging
 import math
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from seal.grading import (
     load_graded,
 )
 from seal.grading.judge import parse_reply
+from tests.fake_judge import FakeJudgeServer, Responder, chat_reply
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seal-reference" / "graded"
 
@@ -242,70 +241,9 @@ def test_offline_agreement_on_reference_files(name: str, min_agreement: float) -
 
 # --------------------------------------------------------------------------- judge grader
 
-Responder = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
-
-
-class _FakeJudgeServer(ThreadingHTTPServer):
-    """A local OpenAI-compatible endpoint whose replies come from ``responder``."""
-
-    def __init__(self, responder: Responder) -> None:
-        super().__init__(("127.0.0.1", 0), _FakeJudgeHandler)
-        self.responder = responder
-        self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _FakeJudgeHandler(BaseHTTPRequestHandler):
-    server: _FakeJudgeServer
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.calls.append((self.path, dict(self.headers), body))
-        status, reply = self.server.responder(body)
-        self._send(status, reply)
-
-    def do_GET(self) -> None:
-        self._send(200, {"object": "list", "data": []})
-
-    def _send(self, status: int, reply: dict[str, Any]) -> None:
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _chat(text: str) -> tuple[int, dict[str, Any]]:
-    return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-
 
 def _prompt(body: dict[str, Any]) -> str:
     return str(body["messages"][-1]["content"])
-
-
-@pytest.fixture
-def fake_judge() -> Iterator[Callable[[Responder], _FakeJudgeServer]]:
-    servers: list[_FakeJudgeServer] = []
-
-    def start(responder: Responder) -> _FakeJudgeServer:
-        server = _FakeJudgeServer(responder)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _judge(url: str, **kwargs: Any) -> JudgeGrader:
@@ -316,8 +254,8 @@ PARIS = GradeRequest("What is the capital of France?", "Paris", "Paris is the ca
 LYON = GradeRequest("What is the capital of France?", "Paris", "Lyon is the capital of France.")
 
 
-def test_judge_answers_from_request_content(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
-    server = fake_judge(lambda body: _chat("Yes." if "Paris is the capital" in _prompt(body) else "no"))
+def test_judge_answers_from_request_content(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+    server = fake_judge(lambda body: chat_reply("Yes." if "Paris is the capital" in _prompt(body) else "no"))
     grader = _judge(server.url)
     assert grader.grade([PARIS, LYON]) == [Verdict.CORRECT, Verdict.INCORRECT]
 
@@ -335,11 +273,11 @@ def test_judge_answers_from_request_content(fake_judge: Callable[[Responder], _F
     assert sorted(LYON.answer in p for p in prompts) == [False, True]
 
 
-def test_judge_keeps_request_order(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
+def test_judge_keeps_request_order(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
     def respond(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         number = int(_prompt(body).split("answer number ")[1].split(".")[0])
         time.sleep(0.02 * (number % 3))
-        return _chat("yes" if number % 2 == 0 else "No, it is wrong.")
+        return chat_reply("yes" if number % 2 == 0 else "No, it is wrong.")
 
     server = fake_judge(respond)
     requests = [GradeRequest("Q?", "gold", f"answer number {n}.") for n in range(10)]
@@ -347,26 +285,26 @@ def test_judge_keeps_request_order(fake_judge: Callable[[Responder], _FakeJudgeS
     assert verdicts == [Verdict.CORRECT if n % 2 == 0 else Verdict.INCORRECT for n in range(10)]
 
 
-def test_judge_retries_server_errors(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
+def test_judge_retries_server_errors(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
     attempts: list[int] = []
 
     def flaky(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         attempts.append(1)
         if len(attempts) <= 2:
             return 500, {"error": {"message": "overloaded"}}
-        return _chat("yes")
+        return chat_reply("yes")
 
     server = fake_judge(flaky)
     assert _judge(server.url, max_retries=4).grade([PARIS]) == [Verdict.CORRECT]
     assert len(server.calls) == 3
 
 
-def test_judge_retries_rate_limits(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
+def test_judge_retries_rate_limits(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
     attempts: list[int] = []
 
     def limited(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         attempts.append(1)
-        return (429, {"error": {"message": "slow down"}}) if len(attempts) == 1 else _chat("no")
+        return (429, {"error": {"message": "slow down"}}) if len(attempts) == 1 else chat_reply("no")
 
     server = fake_judge(limited)
     assert _judge(server.url).grade([LYON]) == [Verdict.INCORRECT]
@@ -374,7 +312,7 @@ def test_judge_retries_rate_limits(fake_judge: Callable[[Responder], _FakeJudgeS
 
 
 def test_judge_gives_up_as_ungraded(
-    fake_judge: Callable[[Responder], _FakeJudgeServer], caplog: pytest.LogCaptureFixture
+    fake_judge: Callable[[Responder], FakeJudgeServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     server = fake_judge(lambda body: (500, {"error": {"message": "down"}}))
     with caplog.at_level(logging.WARNING, logger="seal.grading.judge"):
@@ -383,22 +321,22 @@ def test_judge_gives_up_as_ungraded(
     assert "ungraded" in caplog.text and "HTTP 500" in caplog.text
 
 
-def test_judge_does_not_retry_client_errors(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
+def test_judge_does_not_retry_client_errors(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
     server = fake_judge(lambda body: (401, {"error": {"message": "invalid api key"}}))
     assert _judge(server.url, max_retries=3).grade([PARIS]) == [Verdict.UNGRADED]
     assert len(server.calls) == 1
 
 
-def test_judge_unparseable_reply_is_ungraded(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
-    server = fake_judge(lambda body: _chat("Maybe, it depends."))
+def test_judge_unparseable_reply_is_ungraded(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+    server = fake_judge(lambda body: chat_reply("Maybe, it depends."))
     assert _judge(server.url).grade([PARIS]) == [Verdict.UNGRADED]
     assert len(server.calls) == 1
 
 
 def test_judge_sends_api_key_and_accepts_trailing_slash(
-    fake_judge: Callable[[Responder], _FakeJudgeServer],
+    fake_judge: Callable[[Responder], FakeJudgeServer],
 ) -> None:
-    server = fake_judge(lambda body: _chat("yes"))
+    server = fake_judge(lambda body: chat_reply("yes"))
     grader = _judge(server.url + "/", api_key="sk-test-123")
     assert grader.grade([PARIS]) == [Verdict.CORRECT]
     path, headers, _ = server.calls[0]
@@ -406,8 +344,8 @@ def test_judge_sends_api_key_and_accepts_trailing_slash(
     assert headers["Authorization"] == "Bearer sk-test-123"
 
 
-def test_check_reachable(fake_judge: Callable[[Responder], _FakeJudgeServer]) -> None:
-    server = fake_judge(lambda body: _chat("yes"))
+def test_check_reachable(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+    server = fake_judge(lambda body: chat_reply("yes"))
     _judge(server.url).check_reachable()
 
     with socket.socket() as sock:

@@ -7,13 +7,14 @@ import pytest
 from seal.cli import main
 from seal.domain import Rejection
 from seal.domains.knowledge.compare import compare_runs
-from seal.domains.knowledge.domain import KnowledgeDomain, self_edit_segments
 from seal.domains.knowledge.data import load_passages
+from seal.domains.knowledge.domain import KnowledgeDomain, self_edit_segments
 from seal.domains.knowledge.evaluate import EvalConfig, run_eval
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
-from seal.grading import OfflineGrader
+from seal.grading import JudgeUnreachableError, OfflineGrader
 from seal.runs import RunDirectory, RunError
+from tests.fake_judge import chat_reply
 
 FAST = dict(
     model="tiny-random",
@@ -35,8 +36,11 @@ def test_self_edit_becomes_passage_plus_title_prefixed_lines(squad_file):
     domain = KnowledgeDomain(OfflineGrader())
     update = domain.to_update(passage, "1. Built in 1871.\n\n2. By Ottilie Brask.  \n")
     completions = [e.completion for e in update.examples]
-    assert completions == [f"Varnholt Bridge\n{passage.context}", "Varnholt Bridge\n1. Built in 1871.",
-                           "Varnholt Bridge\n2. By Ottilie Brask."]
+    assert completions == [
+        f"Varnholt Bridge\n{passage.context}",
+        "Varnholt Bridge\n1. Built in 1871.",
+        "Varnholt Bridge\n2. By Ottilie Brask.",
+    ]
     assert all(e.prompt == "" for e in update.examples)
     assert domain.to_update(passage, "  \n ") == Rejection("empty self-edit")
     assert self_edit_segments("a\nb", split_lines=False) == ["a\nb"]
@@ -52,7 +56,9 @@ def test_each_condition_writes_a_complete_run(tmp_path, squad_file, condition):
     assert len(records) == 3 * k
     assert {"passage_id", "question", "gold", "answer", "verdict", "condition"} <= set(records[0])
     assert all(r["condition"] == condition for r in records)
-    assert (tmp_path / "config.json").exists() and json.loads((tmp_path / "config.json").read_text())["condition"] == condition
+    assert (tmp_path / "config.json").exists() and json.loads((tmp_path / "config.json").read_text())[
+        "condition"
+    ] == condition
     lo, hi = summary["ci95"]
     assert lo <= summary["accuracy"] <= hi
     if condition == "base":
@@ -62,18 +68,35 @@ def test_each_condition_writes_a_complete_run(tmp_path, squad_file, condition):
 
 
 def test_external_self_edits_matched_by_context_and_empty_one_rejected(tmp_path, squad_file, self_edit_file):
-    run_eval(config(squad_file, condition="external", self_edits_file=str(self_edit_file), n_self_edits=2), tmp_path, progress=False)
+    run_eval(
+        config(squad_file, condition="external", self_edits_file=str(self_edit_file), n_self_edits=2),
+        tmp_path,
+        progress=False,
+    )
     records = RunDirectory(tmp_path).records()
     first = [r for r in records if r["self_edit_index"] == 0]
     assert first[0]["self_edit"].startswith("Varnholt Bridge is notable") and first[0]["rejected"] is None
     second = [r for r in records if r["self_edit_index"] == 1]
-    assert second and all(r["rejected"] == "empty self-edit" and r["verdict"] == "incorrect" and r["reward"] == 0.0 for r in second)
+    assert second and all(
+        r["rejected"] == "empty self-edit" and r["verdict"] == "incorrect" and r["reward"] == 0.0 for r in second
+    )
     assert RunDirectory(tmp_path).summary()["n_rejected_self_edits"] == 2
 
 
 def test_external_needs_self_edits_for_every_passage(tmp_path, squad_file):
     other = tmp_path / "other.json"
-    other.write_text(json.dumps([{"title": "t", "context": "unrelated", "questions": [{"question": "q", "answer": "a"}], "completions": ["x"]}]))
+    other.write_text(
+        json.dumps(
+            [
+                {
+                    "title": "t",
+                    "context": "unrelated",
+                    "questions": [{"question": "q", "answer": "a"}],
+                    "completions": ["x"],
+                }
+            ]
+        )
+    )
     with pytest.raises(ValueError, match="no self-edits for 2 passage"):
         run_eval(config(squad_file, condition="external", self_edits_file=str(other)), tmp_path / "run", progress=False)
 
@@ -113,15 +136,47 @@ def test_compare_prints_paired_differences(tmp_path, squad_file):
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"title": "t", "context": "c", "questions": []}]))
-    code = main(["knowledge", "eval", "--condition", "base", "--data", str(bad), "--model", "tiny-random", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "knowledge",
+            "eval",
+            "--condition",
+            "base",
+            "--data",
+            str(bad),
+            "--model",
+            "tiny-random",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"seal: error: {bad}: item 0: field 'questions' must be a non-empty list"
     assert not (tmp_path / "o").exists()  # stopped before any model work
 
 
 def test_cli_eval_end_to_end(tmp_path, squad_file, capsys):
-    args = ["knowledge", "eval", "--condition", "passage", "--data", str(squad_file), "--split", "all", "--model", "tiny-random",
-            "--epochs", "1", "--lora-rank", "4", "--answer-tokens", "4", "--out", str(tmp_path / "run"), "--quiet"]
+    args = [
+        "knowledge",
+        "eval",
+        "--condition",
+        "passage",
+        "--data",
+        str(squad_file),
+        "--split",
+        "all",
+        "--model",
+        "tiny-random",
+        "--epochs",
+        "1",
+        "--lora-rank",
+        "4",
+        "--answer-tokens",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "passage" in out and "tiny-random" in out and str(tmp_path / "run") in out
@@ -136,10 +191,22 @@ def test_console_script_is_installed():
 def test_grade_calibration_cli_json(tmp_path, capsys):
     graded = tmp_path / "graded.json"
     questions = [
-        {"question": "Who built it?", "answer": "Ottilie Brask", "baseline_answer": "It was built by Ottilie Brask.",
-         "baseline_correct": True, "adapter_answer": "Anselm Kroy built it.", "adapter_correct": False},
-        {"question": "When?", "answer": "1871", "baseline_answer": "In 1871.", "baseline_correct": False,
-         "adapter_answer": "1871", "adapter_correct": True},
+        {
+            "question": "Who built it?",
+            "answer": "Ottilie Brask",
+            "baseline_answer": "It was built by Ottilie Brask.",
+            "baseline_correct": True,
+            "adapter_answer": "Anselm Kroy built it.",
+            "adapter_correct": False,
+        },
+        {
+            "question": "When?",
+            "answer": "1871",
+            "baseline_answer": "In 1871.",
+            "baseline_correct": False,
+            "adapter_answer": "1871",
+            "adapter_correct": True,
+        },
     ]
     graded.write_text(json.dumps({"articles": [{"title": "t", "completions": [{"questions": questions}]}]}))
     assert main(["knowledge", "grade-calibration", "--graded", str(graded), "--json"]) == 0
@@ -147,3 +214,22 @@ def test_grade_calibration_cli_json(tmp_path, capsys):
     # the offline grader says correct, incorrect, correct, correct; the reference says T, F, F, T
     assert result["n"] == 4 and result["agreement"] == 0.75 and result["kappa"] == pytest.approx(0.5)
     assert str(graded) in result["files"]
+
+
+def test_judge_grader_end_to_end_and_unreachable_judge(tmp_path, squad_file, fake_judge):
+    server = fake_judge(lambda body: chat_reply("yes"))
+    judged = config(squad_file, condition="base", grader="judge", judge_url=server.url, judge_model="judge")
+    assert run_eval(judged, tmp_path / "yes", progress=False)["accuracy"] == 1.0
+
+    refusing = fake_judge(lambda body: (401, {"error": {"message": "bad key"}}))
+    judged = config(squad_file, condition="base", grader="judge", judge_url=refusing.url, judge_model="judge")
+    summary = run_eval(judged, tmp_path / "ungraded", progress=False)
+    assert summary["n_ungraded_answers"] == 3 and summary["n_graded_answers"] == 0
+    assert all(r["verdict"] == "ungraded" for r in RunDirectory(tmp_path / "ungraded").records())
+
+    closed = config(
+        squad_file, condition="base", grader="judge", judge_url="http://127.0.0.1:9/v1", judge_model="judge"
+    )
+    with pytest.raises(JudgeUnreachableError, match="unreachable"):
+        run_eval(closed, tmp_path / "closed", progress=False)
+    assert not (tmp_path / "closed").exists()

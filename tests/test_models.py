@@ -44,9 +44,26 @@ def test_missing_local_directory_is_a_clear_error(tmp_path):
 def test_unreachable_hub_id_is_a_one_line_cli_error(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "seal.cli", "knowledge", "eval", "--condition", "base", "--model", "no-such-org/no-such-model",
-         "--data", str(Path(__file__).parent / "data" / "two_passages.json"), "--split", "all", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "seal.cli",
+            "knowledge",
+            "eval",
+            "--condition",
+            "base",
+            "--model",
+            "no-such-org/no-such-model",
+            "--data",
+            str(Path(__file__).parent / "data" / "two_passages.json"),
+            "--split",
+            "all",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]

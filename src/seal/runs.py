@@ -39,7 +39,9 @@ class RunDirectory:
         config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
         if config_path.exists():
             if not resume:
-                raise RunError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+                raise RunError(
+                    f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
+                )
             saved = json.loads(config_path.read_text())
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             if set(changed) - extendable:

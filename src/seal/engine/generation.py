@@ -30,7 +30,9 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
     """The text a model sees for a user message: the chat template for chat models, else the text itself."""
     if not tokenizer.chat_template:
         return text
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, rendered: str) -> list[int]:

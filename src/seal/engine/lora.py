@@ -68,7 +68,9 @@ class TrainStats:
     final_loss: float
 
 
-def tokenize_example(tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len: int) -> tuple[list[int], int]:
+def tokenize_example(
+    tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len: int
+) -> tuple[list[int], int]:
     """Token ids of prompt + completion and the prompt length, so the loss mask is set by position."""
     prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
     completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
@@ -155,7 +157,9 @@ class AdapterSlot:
                     loss_value = loss.item()
         finally:
             self.model.eval()
-        return TrainStats(steps=total_steps, tokens=tokens, seconds=time.perf_counter() - started, final_loss=loss_value)
+        return TrainStats(
+            steps=total_steps, tokens=tokens, seconds=time.perf_counter() - started, final_loss=loss_value
+        )
 
     @contextmanager
     def updated(self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int) -> Iterator[TrainStats]:

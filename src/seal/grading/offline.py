@@ -91,9 +91,7 @@ _UNDECOMPOSABLE = str.maketrans(
 )
 _THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3})")
 _NON_WORD = re.compile(r"[^\w\s]|_")
-_CONTINUATION = re.compile(
-    r"\n\s*(?:Q|Question|Passage|Context|Topic)\s*:|You are an AI assistant", re.IGNORECASE
-)
+_CONTINUATION = re.compile(r"\n\s*(?:Q|Question|Passage|Context|Topic)\s*:|You are an AI assistant", re.IGNORECASE)
 _PARENTHETICAL = re.compile(r"\s\([^)]*\)?")
 _OR_ALTERNATIVE = re.compile(r"\s\(\s*or\s+([^)]*)\)?", re.IGNORECASE)
 _MULTI_PART = re.compile(r"\band\b|&|,|;", re.IGNORECASE)
@@ -148,9 +146,7 @@ def _number_found(number: str, pool: set[str]) -> bool:
     """Numbers match exactly, except that a decade ("1970s") contains its years."""
     if number in pool:
         return True
-    return bool(_DECADE.fullmatch(number)) and any(
-        len(t) == 4 and t.isdigit() and t[:3] == number[:3] for t in pool
-    )
+    return bool(_DECADE.fullmatch(number)) and any(len(t) == 4 and t.isdigit() and t[:3] == number[:3] for t in pool)
 
 
 def _found(token: str, pool: set[str]) -> bool:
@@ -178,9 +174,7 @@ class _Answer:
     def __init__(self, question: str, answer: str) -> None:
         self.question_tokens = set(normalize_tokens(question))
         self.tokens = set(normalize_tokens(_strip_continuation(answer)))
-        self.new_tokens = {
-            t for t in self.tokens if t not in self.question_tokens and t not in _FUNCTION_WORDS
-        }
+        self.new_tokens = {t for t in self.tokens if t not in self.question_tokens and t not in _FUNCTION_WORDS}
 
     def matches(self, variant: str) -> bool:
         gold = set(_content(normalize_tokens(variant)))

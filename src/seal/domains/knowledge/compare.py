@@ -22,8 +22,17 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
     for s in summaries:
         lo, hi = s["ci95"]
         best = f"{s['best_accuracy']:.1%} (K={s['n_self_edits']})" if s["n_self_edits"] > 1 else "-"
-        rows.append((_label(s), s["model"], str(s["n_passages"]), str(s["n_questions"]), f"{s['accuracy']:.1%}",
-                     f"[{lo:.1%}, {hi:.1%}]", best))
+        rows.append(
+            (
+                _label(s),
+                s["model"],
+                str(s["n_passages"]),
+                str(s["n_questions"]),
+                f"{s['accuracy']:.1%}",
+                f"[{lo:.1%}, {hi:.1%}]",
+                best,
+            )
+        )
     return _format(rows)
 
 
@@ -41,7 +50,9 @@ def compare_runs(directories: list[str | Path]) -> str:
             a = np.array([counts[0][p] for p in shared]).reshape(-1, 2)
             b = np.array([other[p] for p in shared]).reshape(-1, 2)
             delta, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
-            rows.append((f"{_label(summary)} - {reference}", str(len(shared)), f"{delta:+.1%}", f"[{lo:+.1%}, {hi:+.1%}]"))
+            rows.append(
+                (f"{_label(summary)} - {reference}", str(len(shared)), f"{delta:+.1%}", f"[{lo:+.1%}, {hi:+.1%}]")
+            )
         lines.append(_format(rows))
     return "\n\n".join(lines)
 

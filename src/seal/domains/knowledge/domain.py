@@ -14,7 +14,7 @@ from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.prompts import QUESTION_PROMPT, SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig, generate, render_prompt
 from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
-from seal.grading import GradeRequest, Grader, Verdict
+from seal.grading import Grader, GradeRequest, Verdict
 
 
 def self_edit_segments(self_edit: str, split_lines: bool = True) -> list[str]:
@@ -37,7 +37,9 @@ class KnowledgeDomain:
 
     def __post_init__(self) -> None:
         if self.self_edit_prompt not in SELF_EDIT_PROMPTS:
-            raise ValueError(f"unknown self-edit prompt {self.self_edit_prompt!r}; choose from {sorted(SELF_EDIT_PROMPTS)}")
+            raise ValueError(
+                f"unknown self-edit prompt {self.self_edit_prompt!r}; choose from {sorted(SELF_EDIT_PROMPTS)}"
+            )
 
     def item_id(self, passage: Passage) -> str:
         return passage.id

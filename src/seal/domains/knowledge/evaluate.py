@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,17 +138,33 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress
         torch.manual_seed(config.seed)
         loaded = load_model(config.model)
         slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
-        domain = KnowledgeDomain(grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens)
-        bar = tqdm(total=len(passages) * k, initial=len(passages) * k - len(pending), desc=config.condition, disable=not progress, unit="eval")
+        domain = KnowledgeDomain(
+            grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens
+        )
+        bar = tqdm(
+            total=len(passages) * k,
+            initial=len(passages) * k - len(pending),
+            desc=config.condition,
+            disable=not progress,
+            unit="eval",
+        )
         for passage in dict.fromkeys(p for p, _ in pending):
             indices = [i for p, i in pending if p is passage]
             self_edits = _self_edits(config, slot, domain, passage)
             for index in indices:
                 self_edit = self_edits[index] if self_edits else None
                 update = _update(config, domain, passage, self_edit)
-                outcome = evaluate(slot, domain, passage, update, seed=unit_seed(config.seed, passage.id, index, "train"))
-                unit = {"passage_id": passage.id, "title": passage.title, "condition": config.condition,
-                        "self_edit_index": index, "self_edit": self_edit, **outcome.record()}
+                outcome = evaluate(
+                    slot, domain, passage, update, seed=unit_seed(config.seed, passage.id, index, "train")
+                )
+                unit = {
+                    "passage_id": passage.id,
+                    "title": passage.title,
+                    "condition": config.condition,
+                    "self_edit_index": index,
+                    "self_edit": self_edit,
+                    **outcome.record(),
+                }
                 run.append_unit(_unit(passage, index), [{**unit, **detail} for detail in outcome.score.details])
                 bar.update()
         bar.close()
@@ -163,18 +179,29 @@ def _unit(passage: Passage, index: int) -> str:
     return f"{passage.id}/{index}"
 
 
-def _self_edits(config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, passage: Passage) -> tuple[str, ...] | None:
+def _self_edits(
+    config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, passage: Passage
+) -> tuple[str, ...] | None:
     if config.condition == "external":
         return passage.self_edits
     if config.condition != "self-edit":
         return None
     prompt = render_prompt(slot.tokenizer, domain.prompt(passage))
     # All K samples of a passage come from one seeded call, so a resumed run regenerates the same text.
-    return tuple(generate(slot.model, slot.tokenizer, [prompt] * config.n_self_edits, config.sampling,
-                          seed=unit_seed(config.seed, passage.id, "sample")))
+    return tuple(
+        generate(
+            slot.model,
+            slot.tokenizer,
+            [prompt] * config.n_self_edits,
+            config.sampling,
+            seed=unit_seed(config.seed, passage.id, "sample"),
+        )
+    )
 
 
-def _update(config: EvalConfig, domain: KnowledgeDomain, passage: Passage, self_edit: str | None) -> Update | Rejection | None:
+def _update(
+    config: EvalConfig, domain: KnowledgeDomain, passage: Passage, self_edit: str | None
+) -> Update | Rejection | None:
     if config.condition == "base":
         return None
     if config.condition == "passage":
