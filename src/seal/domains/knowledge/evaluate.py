@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from seal.domain import Rejection, Update
@@ -135,7 +134,6 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress
     pending = [(p, i) for p in passages for i in range(k) if _unit(p, i) not in done]
 
     if pending:
-        torch.manual_seed(config.seed)
         loaded = load_model(config.model)
         slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
         domain = KnowledgeDomain(
