@@ -18,46 +18,18 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked (exists without --resume, config mismatch, ...)."""
 
 
-class RunDirectory:
-    CONFIG = "config.json"
-    RESULTS = "results.jsonl"
-    SUMMARY = "summary.json"
+class AppendOnlyLog:
+    """A JSON-lines file written in whole units, readable after a crash at any point."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    @property
-    def results_path(self) -> Path:
-        return self.path / self.RESULTS
-
-    def start(self, config: dict[str, Any], resume: bool, extendable: frozenset[str] = frozenset()) -> None:
-        """Create the directory and write the config, or check it against the one on disk when resuming.
-
-        Keys in ``extendable`` may change on resume (e.g. the number of passages, to grow a run).
-        """
-        config_path = self.path / self.CONFIG
-        config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
-        if config_path.exists():
-            if not resume:
-                raise RunError(
-                    f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
-                )
-            saved = json.loads(config_path.read_text())
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            if set(changed) - extendable:
-                raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
-            _write_json_atomic(config_path, config)
-            self._drop_incomplete_units()
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(config_path, config)
-
     def records(self) -> list[dict[str, Any]]:
         """All complete records, in file order; a torn last line is ignored."""
-        if not self.results_path.exists():
+        if not self.path.exists():
             return []
         records = []
-        for line in self.results_path.read_text(encoding="utf-8").splitlines():
+        for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
@@ -75,13 +47,63 @@ class RunDirectory:
     def append_unit(self, unit: str, records: Iterable[dict[str, Any]]) -> None:
         records = list(records)
         lines = "".join(json.dumps({"unit": unit, "unit_lines": len(records), **r}) + "\n" for r in records)
-        with open(self.results_path, "a", encoding="utf-8") as handle:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
 
+    def drop_incomplete_units(self) -> None:
+        """Rewrite the file without half-written units (only ever needed after a crash)."""
+        complete = self.completed_units()
+        kept = [r for r in self.records() if r["unit"] in complete]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if self.path.exists() and text != self.path.read_text(encoding="utf-8"):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+class RunDirectory:
+    CONFIG = "config.json"
+    RESULTS = "results.jsonl"
+    SUMMARY = "summary.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.results = AppendOnlyLog(self.path / self.RESULTS)
+
+    def start(self, config: dict[str, Any], resume: bool, extendable: frozenset[str] = frozenset()) -> None:
+        """Create the directory and write the config, or check it against the one on disk when resuming.
+
+        Keys in ``extendable`` may change on resume (e.g. the number of passages, to grow a run).
+        """
+        config_path = self.path / self.CONFIG
+        config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
+        if config_path.exists():
+            if not resume:
+                raise RunError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+            saved = json.loads(config_path.read_text())
+            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            if set(changed) - extendable:
+                raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
+            write_json_atomic(config_path, config)
+            self.results.drop_incomplete_units()
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config_path, config)
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.results.records()
+
+    def completed_units(self) -> set[str]:
+        return self.results.completed_units()
+
+    def append_unit(self, unit: str, records: Iterable[dict[str, Any]]) -> None:
+        self.results.append_unit(unit, records)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _write_json_atomic(self.path / self.SUMMARY, summary)
+        write_json_atomic(self.path / self.SUMMARY, summary)
 
     def summary(self) -> dict[str, Any]:
         return json.loads((self.path / self.SUMMARY).read_text())
@@ -89,17 +111,9 @@ class RunDirectory:
     def config(self) -> dict[str, Any]:
         return json.loads((self.path / self.CONFIG).read_text())
 
-    def _drop_incomplete_units(self) -> None:
-        complete = self.completed_units()
-        kept = [r for r in self.records() if r["unit"] in complete]
-        text = "".join(json.dumps(r) + "\n" for r in kept)
-        if self.results_path.exists() and text != self.results_path.read_text(encoding="utf-8"):
-            tmp = self.results_path.with_suffix(".jsonl.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.results_path)
 
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
