@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
+from seal.domain import Rejection
 from seal.domains.knowledge.data import default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig
-from seal.engine.generation import generate, render_prompt
+from seal.engine.generation import sample
 from seal.engine.lora import AdapterSlot
 from seal.grading import OfflineGrader
 from seal.models import load_model
@@ -50,10 +51,12 @@ def main() -> None:
     rows = []
     for index, passage in enumerate(passages):
         started = time.perf_counter()
-        prompt = render_prompt(loaded.tokenizer, domain.prompt(passage))
-        self_edit = generate(slot.model, loaded.tokenizer, [prompt], defaults.sampling, seed=index)[0]
+        self_edit = sample(slot.model, loaded.tokenizer, domain.prompt(passage), 1, defaults.sampling, seed=index)[0]
         generated = time.perf_counter()
         update = domain.to_update(passage, self_edit)
+        if isinstance(update, Rejection):
+            print(f"{passage.title}: self-edit rejected ({update.reason}), not timed")
+            continue
         with slot.updated(update.examples, update.train, seed=index) as stats:
             trained = time.perf_counter()
             answers = domain.answer(slot, passage)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import asdict
@@ -17,9 +16,10 @@ from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_P
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
+from seal.loops.restem import RestEMConfig
 from seal.models import EMBEDDED_MODEL
 from seal.models.loading import ModelLoadError
-from seal.runs import RunError
+from seal.runs import RunError, json_safe
 
 DEMO_CONDITIONS = ("base", "passage", "self-edit")
 
@@ -94,6 +94,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nrun directories: {out}/{{{','.join(DEMO_CONDITIONS)}}}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.report import write_report
+    from seal.domains.knowledge.train import KnowledgeTrainConfig, run_train
+    from seal.loops.restem import RestEMConfig
+
+    evaluation = _eval_config(args, condition="self-edit", split="eval", n_passages=args.n_eval_passages)
+    restem = RestEMConfig(
+        rounds=args.rounds,
+        k=args.k,
+        eval_repeats=args.eval_repeats,
+        top_m=args.top_m,
+        beat_baseline=args.beat_baseline,
+        sampling=evaluation.sampling,
+        sft=TrainConfig(learning_rate=args.sft_lr, epochs=args.sft_epochs, batch_size=args.sft_batch_size),
+        lora=evaluation.lora,
+        seed=args.seed,
+    )
+    config = KnowledgeTrainConfig(evaluation, restem, args.n_passages, args.external_self_edits)
+    run_train(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(write_report(args.out).read_text().split("Paired differences")[0].strip())
+    print(f"\nreport: {Path(args.out) / 'report.md'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.report import write_report
+
+    print(f"report: {write_report(args.dir)}")
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from seal.domains.knowledge.compare import compare_runs
 
@@ -106,19 +135,14 @@ def cmd_grade_calibration(args: argparse.Namespace) -> None:
     per_file = {path: calibrate(grader, pairs) for path, pairs in labelled.items()}
     overall = calibrate(grader, [pair for pairs in labelled.values() for pair in pairs])
     if args.json:
-        print(json.dumps(_finite({**asdict(overall), "files": {p: asdict(s) for p, s in per_file.items()}}), indent=2))
+        print(
+            json.dumps(json_safe({**asdict(overall), "files": {p: asdict(s) for p, s in per_file.items()}}), indent=2)
+        )
         return
     width = max(len(name) for name in [*per_file, "overall"])
     print(f"{'file':<{width}} {'n':>6} {'agreement':>10} {'kappa':>7} {'precision':>10} {'recall':>7}")
     for name, s in [*per_file.items(), ("overall", overall)]:
         print(f"{name:<{width}} {s.n:>6} {s.agreement:>10.1%} {s.kappa:>7.3f} {s.precision:>10.1%} {s.recall:>7.1%}")
-
-
-def _finite(value: object) -> object:
-    """Undefined ratios (NaN) become null so the output is standard JSON."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +166,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     _add_eval_options(demo)
     demo.set_defaults(run=cmd_demo)
+
+    train = commands.add_parser("train", help="ReST-EM: teach the model to write self-edits that work")
+    restem_defaults = RestEMConfig()
+    train.add_argument("--out", required=True, help="run directory")
+    train.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
+    train.add_argument("--rounds", type=int, default=restem_defaults.rounds)
+    train.add_argument("--n-passages", type=int, default=24, help="training passages (from --split train)")
+    train.add_argument("--k", type=int, default=restem_defaults.k, help="self-edits sampled per passage and round")
+    train.add_argument(
+        "--eval-repeats", type=int, default=restem_defaults.eval_repeats, help="inner-loop runs per reward"
+    )
+    train.add_argument("--top-m", type=int, default=restem_defaults.top_m, help="self-edits kept per passage")
+    train.add_argument(
+        "--no-beat-baseline",
+        dest="beat_baseline",
+        action="store_false",
+        help="keep self-edits even when they do not beat training on the passage alone",
+    )
+    train.add_argument("--sft-lr", type=float, default=restem_defaults.sft.learning_rate)
+    train.add_argument("--sft-epochs", type=int, default=restem_defaults.sft.epochs)
+    train.add_argument("--sft-batch-size", type=int, default=restem_defaults.sft.batch_size)
+    train.add_argument("--n-eval-passages", type=int, default=50, help="held-out eval passages per round")
+    train.add_argument("--external-self-edits", help="also evaluate this self-edit file as a baseline")
+    _add_eval_options(train)
+    train.set_defaults(run=cmd_train)
+
+    report = commands.add_parser("report", help="report.md and plots of a `train` run directory")
+    report.add_argument("dir")
+    report.set_defaults(run=cmd_report)
 
     compare = commands.add_parser("compare", help="conditions side by side with paired bootstrap CIs")
     compare.add_argument("dirs", nargs="+")

@@ -50,6 +50,10 @@ class Domain(Protocol[ItemT]):
 
     def to_update(self, item: ItemT, self_edit: str) -> Update | Rejection: ...
 
+    def baseline_update(self, item: ItemT) -> Update | None:
+        """The update a useful self-edit must beat (knowledge: the passage alone; None: no update)."""
+        ...
+
     def score(self, slot: AdapterSlot, item: ItemT) -> Score:
         """Score the model as it is now (with or without an active adapter)."""
         ...

@@ -9,6 +9,7 @@ torn last line are dropped and only complete units count as done.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -80,9 +81,11 @@ class RunDirectory:
         """
         config_path = self.path / self.CONFIG
         config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
-        if config_path.exists():
+        if config_path.exists() and self.results.records():
             if not resume:
-                raise RunError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+                raise RunError(
+                    f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
+                )
             saved = json.loads(config_path.read_text())
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             if set(changed) - extendable:
@@ -90,6 +93,7 @@ class RunDirectory:
             write_json_atomic(config_path, config)
             self.results.drop_incomplete_units()
             return
+        # New, or started before with nothing computed (e.g. the model failed to load): (re)write the config.
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config_path, config)
 
@@ -112,8 +116,17 @@ class RunDirectory:
         return json.loads((self.path / self.CONFIG).read_text())
 
 
+def json_safe(value: Any) -> Any:
+    """Undefined numbers (NaN) become null, so files and printed JSON stay standard JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)

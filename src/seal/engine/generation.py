@@ -40,6 +40,18 @@ def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, rendered: str) -> list[i
     return tokenizer(rendered, add_special_tokens=not tokenizer.chat_template)["input_ids"]
 
 
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    message: str,
+    n: int,
+    sampling: SamplingConfig,
+    seed: int,
+) -> list[str]:
+    """``n`` completions of one user message, from one seeded call (so a rerun gives the same texts)."""
+    return generate(model, tokenizer, [render_prompt(tokenizer, message)] * n, sampling, batch_size=n, seed=seed)
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -78,7 +90,6 @@ def generate(
             top_p=sampling.top_p if sampling.temperature > 0 else None,
             top_k=None,
             pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
         )
         for row, i in enumerate(indices):
             completions[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()

@@ -18,6 +18,7 @@ import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
+from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ADAPTER = "self_edit"
@@ -48,8 +49,13 @@ class TrainConfig:
     max_seq_len: int = 1024
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.epochs < 1 or self.batch_size < 1 or self.max_seq_len < 2:
-            raise ValueError(f"invalid training settings: {self}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.max_seq_len < 2:
+            raise ValueError(f"max sequence length must be >= 2, got {self.max_seq_len}")
 
 
 @dataclass(frozen=True)
@@ -128,8 +134,10 @@ class AdapterSlot:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for name, p in self.model.named_parameters() if "lora_" in name]
 
-    def train(self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int) -> TrainStats:
-        """Train the (already reset and enabled) adapter on ``examples``."""
+    def train(
+        self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int, progress: str | None = None
+    ) -> TrainStats:
+        """Train the (already reset and enabled) adapter on ``examples``; ``progress`` names a progress bar."""
         tokenized = [tokenize_example(self.tokenizer, e, config.max_seq_len) for e in examples]
         tokenized = [t for t in tokenized if len(t[0]) - t[1] > 0]
         if not tokenized:
@@ -143,6 +151,7 @@ class AdapterSlot:
         lengths = [len(ids) for ids, _ in tokenized]
         pad_id = self.tokenizer.pad_token_id
         tokens, loss_value, started = 0, float("nan"), time.perf_counter()
+        bar = tqdm(total=total_steps, desc=progress, disable=progress is None, unit="step")
         self.model.train()
         try:
             for _ in range(config.epochs):
@@ -155,19 +164,24 @@ class AdapterSlot:
                     optimizer.zero_grad(set_to_none=True)
                     tokens += int(batch["attention_mask"].sum())
                     loss_value = loss.item()
+                    bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+                    bar.update()
         finally:
+            bar.close()
             self.model.eval()
         return TrainStats(
             steps=total_steps, tokens=tokens, seconds=time.perf_counter() - started, final_loss=loss_value
         )
 
     @contextmanager
-    def updated(self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int) -> Iterator[TrainStats]:
+    def updated(
+        self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int, progress: str | None = None
+    ) -> Iterator[TrainStats]:
         """Within the block the model carries a fresh adapter trained on ``examples``; afterwards it is off."""
         self.reset(seed)
         self.model.base_model.enable_adapter_layers()
         try:
-            yield self.train(examples, config, seed)
+            yield self.train(examples, config, seed, progress)
         finally:
             self.model.base_model.disable_adapter_layers()
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from seal.domain import Domain, Rejection, Score, Update
 from seal.engine.lora import AdapterSlot, TrainStats
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,7 +37,20 @@ class Outcome:
 
 
 def evaluate(slot: AdapterSlot, domain: Domain, item: Any, update: Update | Rejection | None, seed: int) -> Outcome:
-    """Score ``item`` after ``update`` (``None``: the unchanged base model); the adapter is discarded after."""
+    """Score ``item`` after ``update`` (``None``: the unchanged base model); the adapter is discarded after.
+
+    A failure inside one evaluation (a degenerate update, a grader fault) is recorded on its outcome
+    as a rejection with reward 0, and the run goes on; interrupts still stop the run.
+    """
+    try:
+        return _evaluate(slot, domain, item, update, seed)
+    except Exception as error:  # noqa: BLE001 - one bad unit must not end a long run
+        reason = f"error: {type(error).__name__}: {error}".splitlines()[0]
+        log.warning("%s: %s", domain.item_id(item), reason)
+        return Outcome(score=domain.rejected_score(item, reason), rejected=reason)
+
+
+def _evaluate(slot: AdapterSlot, domain: Domain, item: Any, update: Update | Rejection | None, seed: int) -> Outcome:
     if isinstance(update, Rejection):
         return Outcome(score=domain.rejected_score(item, update.reason), rejected=update.reason)
     if update is None:

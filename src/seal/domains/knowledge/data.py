@@ -70,6 +70,11 @@ def load_passages(path: str | Path, split: Split = "all") -> list[Passage]:
     if not isinstance(raw, list) or not raw:
         raise DataError(f"{path}: expected a non-empty JSON list of passages")
     passages = [_parse_passage(path, index, item) for index, item in enumerate(raw)]
+    first_index: dict[str, int] = {}
+    for index, passage in enumerate(passages):
+        if passage.id in first_index:
+            raise DataError(f"{path}: item {index}: field 'context' repeats item {first_index[passage.id]}")
+        first_index[passage.id] = index
     if split == "all":
         return passages
     eval_ids = eval_passage_ids()

@@ -47,7 +47,7 @@ class KnowledgeDomain:
     def prompt(self, passage: Passage) -> str:
         return SELF_EDIT_PROMPTS[self.self_edit_prompt].format(title=passage.title, context=passage.context)
 
-    def passage_update(self, passage: Passage) -> Update:
+    def baseline_update(self, passage: Passage) -> Update:
         """The paper's "train on passage" baseline: the passage alone."""
         return Update(examples=(self._document(passage, passage.context),), train=self.train)
 
@@ -56,7 +56,7 @@ class KnowledgeDomain:
         if not segments:
             return Rejection("empty self-edit")
         documents = [self._document(passage, segment) for segment in segments]
-        return Update(examples=self.passage_update(passage).examples + tuple(documents), train=self.train)
+        return Update(examples=self.baseline_update(passage).examples + tuple(documents), train=self.train)
 
     def answer(self, slot: AdapterSlot, passage: Passage) -> list[str]:
         """Greedy closed-book answers to the passage's questions, in one batched call."""

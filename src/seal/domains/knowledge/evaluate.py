@@ -9,8 +9,6 @@ Conditions:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -24,12 +22,13 @@ from seal.domain import Rejection, Update
 from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
-from seal.engine.generation import SamplingConfig, generate, render_prompt
+from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig
 from seal.grading import Grader, JudgeGrader, OfflineGrader
 from seal.loops.inner import evaluate
 from seal.models import EMBEDDED_MODEL, load_model
 from seal.runs import RunDirectory
+from seal.seeding import unit_seed
 from seal.stats import pooled_accuracy_ci
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,8 @@ class EvalConfig:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.condition == "external" and not self.self_edits_file:
             raise ValueError("--condition external needs --self-edits FILE")
+        if self.answer_tokens < 1:
+            raise ValueError(f"--answer-tokens must be >= 1, got {self.answer_tokens}")
         if self.n_self_edits < 1:
             raise ValueError(f"--n-self-edits must be >= 1, got {self.n_self_edits}")
         if self.n_passages is not None and self.n_passages < 1:
@@ -115,12 +116,6 @@ def _attach_external_self_edits(passages: list[Passage], path: Path, k: int) -> 
     if short:
         raise DataError(f"{path}: fewer than --n-self-edits={k} completions for passage {short[0]!r}")
     return [Passage(p.id, p.title, p.context, p.questions, by_id[p.id][:k]) for p in passages]
-
-
-def unit_seed(seed: int, *parts: object) -> int:
-    """A seed for one unit of work that does not depend on what ran before it (so resume is exact)."""
-    digest = hashlib.sha256(json.dumps([seed, *map(str, parts)]).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -184,17 +179,8 @@ def _self_edits(
         return passage.self_edits
     if config.condition != "self-edit":
         return None
-    prompt = render_prompt(slot.tokenizer, domain.prompt(passage))
-    # All K samples of a passage come from one seeded call, so a resumed run regenerates the same text.
-    return tuple(
-        generate(
-            slot.model,
-            slot.tokenizer,
-            [prompt] * config.n_self_edits,
-            config.sampling,
-            seed=unit_seed(config.seed, passage.id, "sample"),
-        )
-    )
+    seed = unit_seed(config.seed, passage.id, "sample")
+    return tuple(sample(slot.model, slot.tokenizer, domain.prompt(passage), config.n_self_edits, config.sampling, seed))
 
 
 def _update(
@@ -203,12 +189,17 @@ def _update(
     if config.condition == "base":
         return None
     if config.condition == "passage":
-        return domain.passage_update(passage)
+        return domain.baseline_update(passage)
     return domain.to_update(passage, self_edit or "")
 
 
 def config_record(config: EvalConfig) -> dict[str, Any]:
-    return {"task": "knowledge-eval", **asdict(config)}
+    """The run's config, with the self-edit prompt's text so a changed prompt cannot be resumed into."""
+    return {
+        "task": "knowledge-eval",
+        **asdict(config),
+        "self_edit_prompt_text": SELF_EDIT_PROMPTS[config.self_edit_prompt],
+    }
 
 
 def per_passage_counts(records: list[dict[str, Any]]) -> dict[str, dict[int, tuple[int, int]]]:

@@ -1,0 +1,128 @@
+"""``seal knowledge report DIR``: a Markdown report and PNG plots of a ReST-EM training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seal.domains.knowledge.evaluate import per_passage_counts
+from seal.runs import AppendOnlyLog, RunDirectory
+from seal.stats import paired_difference_ci
+
+
+def _rounds(out: Path) -> list[int]:
+    found = [int(d.name.split("-")[1]) for d in out.glob("round-*") if (d / "eval" / "summary.json").exists()]
+    return sorted(found)
+
+
+def _pooled(directory: Path) -> dict[str, tuple[int, int]]:
+    counts = per_passage_counts(RunDirectory(directory).records())
+    return {p: (sum(c for c, _ in u.values()), sum(t for _, t in u.values())) for p, u in counts.items()}
+
+
+def _difference(a: Path, b: Path) -> str:
+    """b - a, paired over the passages both scored."""
+    ca, cb = _pooled(a), _pooled(b)
+    shared = sorted(set(ca) & set(cb))
+    x, y = np.array([ca[p] for p in shared]).reshape(-1, 2), np.array([cb[p] for p in shared]).reshape(-1, 2)
+    delta, lo, hi = paired_difference_ci(x[:, 0], x[:, 1], y[:, 0], y[:, 1])
+    return f"{delta:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(shared)} passages"
+
+
+def _accuracy_plot(bars: list[tuple[str, dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name, _ in bars]
+    accuracy = np.array([s["accuracy"] for _, s in bars])
+    low = accuracy - np.array([s["ci95"][0] for _, s in bars])
+    high = np.array([s["ci95"][1] for _, s in bars]) - accuracy
+    colours = ["#9aa5b1" if not n.startswith("round") else "#2f6db5" for n in names]
+    fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2, 4))
+    ax.bar(names, accuracy * 100, yerr=[low * 100, high * 100], color=colours, capsize=4)
+    ax.set_ylabel("held-out QA accuracy (%)")
+    ax.set_title("Knowledge incorporation: baselines and SEAL rounds (95% CI)")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _reward_plot(rewards: dict[int, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 11)
+    for round_index, values in rewards.items():
+        ax.hist(values, bins=bins, alpha=0.5, label=f"round {round_index} (mean {np.mean(values):.2f})")
+    ax.set_xlabel("reward of a sampled self-edit (QA accuracy after its update)")
+    ax.set_ylabel("self-edits")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: str | Path) -> Path:
+    """Write ``DIR/report.md``, ``DIR/accuracy.png`` and ``DIR/rewards.png``; returns the report path."""
+    out = Path(out)
+    rounds = _rounds(out)
+    if not rounds:
+        raise FileNotFoundError(f"{out}: no round-*/eval/summary.json; is this a `seal knowledge train` directory?")
+    baselines = {d.name: d for d in sorted((out / "baselines").glob("*")) if (d / "summary.json").exists()}
+    bars = [(name, RunDirectory(d).summary()) for name, d in baselines.items()]
+    bars += [(f"round {r}", RunDirectory(out / f"round-{r}" / "eval").summary()) for r in rounds]
+    _accuracy_plot(bars, out / "accuracy.png")
+
+    rewards = {
+        r: [x["reward"] for x in AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records() if not x["baseline"]]
+        for r in rounds
+        if r > 0
+    }
+    rewards = {r: v for r, v in rewards.items() if v}
+    if rewards:
+        _reward_plot(rewards, out / "rewards.png")
+
+    last = out / f"round-{rounds[-1]}" / "eval"
+    lines = [f"# SEAL knowledge incorporation: {out}", "", "![accuracy](accuracy.png)", ""]
+    lines += ["| | accuracy | 95% CI | passages | questions |", "|---|---|---|---|---|"]
+    for name, s in bars:
+        lo, hi = s["ci95"]
+        lines.append(
+            f"| {name} | {s['accuracy']:.1%} | [{lo:.1%}, {hi:.1%}] | {s['n_passages']} | {s['n_questions']} |"
+        )
+    lines += ["", "Paired differences (bootstrap over passages):", ""]
+    lines.append(f"- round {rounds[-1]} - round 0: {_difference(out / 'round-0' / 'eval', last)}")
+    if "passage" in baselines:
+        lines.append(f"- round {rounds[-1]} - passage: {_difference(baselines['passage'], last)}")
+    if rewards:
+        lines += ["", "## Rewards of sampled self-edits", "", "![rewards](rewards.png)", ""]
+        lines += [
+            "| round | self-edits | mean reward | kept for SFT | seconds sampling + scoring |",
+            "|---|---|---|---|---|",
+        ]
+        for r, values in rewards.items():
+            records = AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records()
+            kept = json.loads((out / f"round-{r}" / "kept.json").read_text())["kept"]
+            seconds = sum(x["seconds"] + x.get("sample_seconds", 0.0) for x in records)
+            lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} | {seconds:.0f} |")
+    examples_path = out / "examples.json"
+    if examples_path.exists():
+        examples = json.loads(examples_path.read_text())
+        lines += ["", f"## Self-edits of one eval passage: {examples['passage']['title']}", ""]
+        for round_index, texts in examples["by_round"].items():
+            lines.append(f"### Policy after round {round_index}")
+            for i, text in enumerate(texts, 1):
+                lines += ["", f"**Sample {i}**", "", "```", text.strip(), "```"]
+            lines.append("")
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report

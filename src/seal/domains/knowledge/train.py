@@ -1,0 +1,109 @@
+"""``seal knowledge train``: ReST-EM on SQuAD training passages, evaluated on the held-out split.
+
+Layout of ``DIR``::
+
+    config.json                 every setting
+    baselines/{base,passage}/   the paper's baselines on the same eval passages (+ external-<name>/)
+    round-0/eval/               the untouched model's own self-edits (condition self-edit)
+    round-r/rewards.jsonl       every scored self-edit of round r, appended as it is scored
+    round-r/kept.json           the self-edits chosen for SFT
+    round-r/policy/             the new policy, a plain transformers checkpoint
+    round-r/eval/               its held-out evaluation
+    examples.json               three self-edits of one eval passage by the first and the last policy
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from seal.domains.knowledge.data import DataError, Passage, default_data_path, load_passages
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.evaluate import EvalConfig, make_grader, run_eval, select_passages
+from seal.engine.generation import sample
+from seal.loops.restem import RestEMConfig, policy_dir, run_restem
+from seal.models import load_model
+from seal.runs import RunDirectory, write_json_atomic
+from seal.seeding import unit_seed
+
+N_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class KnowledgeTrainConfig:
+    """``evaluation`` holds the inner-loop settings and the held-out evaluation (condition self-edit)."""
+
+    evaluation: EvalConfig
+    restem: RestEMConfig
+    n_train_passages: int = 24
+    external_self_edits: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_train_passages < 1:
+            raise ValueError(f"--n-passages must be >= 1, got {self.n_train_passages}")
+        if self.evaluation.sampling != self.restem.sampling:
+            raise ValueError("the policy must sample self-edits the same way in training and evaluation")
+
+
+def training_passages(config: KnowledgeTrainConfig) -> list[Passage]:
+    """A seeded sample of ``--split train`` passages (never the evaluation passages)."""
+    data = config.evaluation.data or default_data_path()
+    if data is None:
+        raise DataError("no --data given and ../shared/data/squad/squad_val.json not found")
+    passages = load_passages(data, "train")
+    if len(passages) < config.n_train_passages:
+        raise DataError(
+            f"{data}: only {len(passages)} training passages, --n-passages asks for {config.n_train_passages}"
+        )
+    return random.Random(config.restem.seed).sample(passages, config.n_train_passages)
+
+
+def run_train(
+    config: KnowledgeTrainConfig, out: str | Path, resume: bool = False, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Baselines, round 0, then ReST-EM rounds; returns the per-round evaluation summaries."""
+    out = Path(out)
+    evaluation = replace(config.evaluation, condition="self-edit")
+    passages = training_passages(config)
+    select_passages(evaluation)  # validate the evaluation data before any model work
+    RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
+
+    for condition in ("base", "passage"):
+        run_eval(
+            replace(evaluation, condition=condition, n_self_edits=1), out / "baselines" / condition, True, progress
+        )
+    if config.external_self_edits:
+        external = replace(evaluation, condition="external", self_edits_file=config.external_self_edits)
+        name = f"external-{Path(config.external_self_edits).stem}"
+        run_eval(external, out / "baselines" / name, resume=True, progress=progress)
+
+    def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
+        return run_eval(replace(evaluation, model=policy), directory, resume=True, progress=progress)
+
+    domain = KnowledgeDomain(
+        make_grader(evaluation),
+        evaluation.train,
+        evaluation.self_edit_prompt,
+        evaluation.split_lines,
+        evaluation.answer_tokens,
+    )
+    summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, progress)
+    write_examples(out, evaluation, domain, config.restem.rounds)
+    return summaries
+
+
+def write_examples(out: Path, evaluation: EvalConfig, domain: KnowledgeDomain, rounds: int) -> None:
+    """Three self-edits of the first eval passage by the untouched model and by the final policy."""
+    target = out / "examples.json"
+    if target.exists():
+        return
+    passage = select_passages(replace(evaluation, n_passages=1))[0]
+    examples = {"passage": {"title": passage.title, "context": passage.context}, "by_round": {}}
+    for round_index, model in ((0, evaluation.model), (rounds, str(policy_dir(out, rounds)))):
+        loaded = load_model(model)
+        seed = unit_seed(evaluation.seed, "examples", passage.id)
+        texts = sample(loaded.model, loaded.tokenizer, domain.prompt(passage), N_EXAMPLES, evaluation.sampling, seed)
+        examples["by_round"][str(round_index)] = texts
+    write_json_atomic(target, examples)

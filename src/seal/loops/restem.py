@@ -1,0 +1,198 @@
+"""ReST-EM, SEAL's outer loop, written once for every domain.
+
+Each round r = 1..R, starting from the policy of round r-1 (round 0: the untouched model):
+
+1. sample K self-edits per training item from the policy;
+2. score each with the inner loop (mean of ``eval_repeats`` runs), appending every reward to
+   ``round-r/rewards.jsonl`` as soon as it exists;
+3. keep, per item, the best ``top_m`` self-edits with a positive reward (and, with
+   ``beat_baseline``, a reward above the domain's baseline update, e.g. the passage alone);
+4. supervised fine-tuning of the policy on (prompt -> kept self-edit), loss on the self-edit tokens
+   only, as a LoRA adapter merged into the weights and saved as ``round-r/policy``;
+5. evaluate the new policy with the domain's held-out evaluation, in ``round-r/eval``.
+
+The engine only sees the :class:`~seal.domain.Domain` interface and an evaluation callback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tqdm import tqdm
+
+from seal.domain import Domain
+from seal.engine.generation import SamplingConfig, render_prompt, sample
+from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig, TrainingExample, TrainStats
+from seal.loops.inner import evaluate
+from seal.models import LoadedModel, load_model
+from seal.runs import AppendOnlyLog, write_json_atomic
+from seal.seeding import unit_seed
+
+EvaluatePolicy = Callable[[str, Path], dict[str, Any]]
+"""(policy model name or directory, output directory) -> summary of its held-out evaluation."""
+
+
+@dataclass(frozen=True)
+class RestEMConfig:
+    rounds: int = 2
+    k: int = 4
+    eval_repeats: int = 1
+    top_m: int = 1
+    beat_baseline: bool = True
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256)
+    sft: TrainConfig = TrainConfig(learning_rate=3e-4, epochs=2, batch_size=4)
+    lora: LoraConfig = LoraConfig()  # adapter shape, for the inner-loop updates and for the SFT step
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "k", "eval_repeats", "top_m"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+def round_dir(out: Path, round_index: int) -> Path:
+    return out / f"round-{round_index}"
+
+
+def policy_dir(out: Path, round_index: int) -> Path:
+    return round_dir(out, round_index) / "policy"
+
+
+def run_restem(
+    domain: Domain,
+    items: Sequence[Any],
+    base_model: str,
+    evaluate_policy: EvaluatePolicy,
+    config: RestEMConfig,
+    out: Path,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """All rounds; returns the evaluation summary of rounds 0..R. Finished work is never redone."""
+    summaries = [evaluate_policy(base_model, round_dir(out, 0) / "eval")]
+    policy = base_model
+    for r in range(1, config.rounds + 1):
+        if not (policy_dir(out, r) / "config.json").exists():
+            loaded = load_model(policy)
+            slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
+            log = AppendOnlyLog(round_dir(out, r) / "rewards.jsonl")
+            log.drop_incomplete_units()
+            collect_rewards(slot, domain, items, config, r, log, progress)
+            kept = select_self_edits(log.records(), config)
+            write_json_atomic(round_dir(out, r) / "kept.json", {"n_items": len(items), "kept": kept})
+            stats = improve_policy(slot, loaded, kept, config, r, policy_dir(out, r), progress)
+            write_json_atomic(round_dir(out, r) / "sft.json", {"n_examples": len(kept), **asdict(stats)})
+        policy = str(policy_dir(out, r))
+        summaries.append(evaluate_policy(policy, round_dir(out, r) / "eval"))
+    return summaries
+
+
+def collect_rewards(
+    slot: AdapterSlot,
+    domain: Domain,
+    items: Sequence[Any],
+    config: RestEMConfig,
+    round_index: int,
+    log: AppendOnlyLog,
+    progress: bool,
+) -> None:
+    """Sample K self-edits per item and score each; every score is appended to ``log`` as it lands."""
+    done = log.completed_units()
+    per_item = config.k + int(config.beat_baseline)
+    bar = tqdm(
+        total=len(items) * per_item, initial=len(done), desc=f"round {round_index}: rewards", disable=not progress
+    )
+    for item in items:
+        item_id = domain.item_id(item)
+        if config.beat_baseline and f"{item_id}/baseline" not in done:
+            rewards = _rewards(slot, domain, item, domain.baseline_update(item), config, round_index, "baseline")
+            log.append_unit(f"{item_id}/baseline", [{"item_id": item_id, "baseline": True, **rewards}])
+            bar.update()
+        pending = [k for k in range(config.k) if f"{item_id}/{k}" not in done]
+        if not pending:
+            continue
+        prompt = domain.prompt(item)
+        started = time.perf_counter()
+        seed = unit_seed(config.seed, round_index, item_id, "sample")
+        self_edits = sample(slot.model, slot.tokenizer, prompt, config.k, config.sampling, seed)
+        sample_seconds = (time.perf_counter() - started) / config.k
+        for k in pending:
+            update = domain.to_update(item, self_edits[k])
+            rewards = _rewards(slot, domain, item, update, config, round_index, k)
+            record = {
+                "item_id": item_id,
+                "baseline": False,
+                "index": k,
+                "prompt": prompt,
+                "self_edit": self_edits[k],
+                "sample_seconds": round(sample_seconds, 3),
+            }
+            log.append_unit(f"{item_id}/{k}", [{**record, **rewards}])
+            bar.update()
+    bar.close()
+
+
+def _rewards(
+    slot: AdapterSlot, domain: Domain, item: Any, update: Any, config: RestEMConfig, round_index: int, tag: object
+) -> dict[str, Any]:
+    outcomes = [
+        evaluate(
+            slot, domain, item, update, seed=unit_seed(config.seed, round_index, domain.item_id(item), tag, repeat)
+        )
+        for repeat in range(config.eval_repeats)
+    ]
+    rewards = [o.reward for o in outcomes]
+    return {
+        "reward": sum(rewards) / len(rewards),
+        "rewards": rewards,
+        "seconds": round(sum(sum(o.seconds.values()) for o in outcomes), 3),
+        "rejected": outcomes[0].rejected,
+        "details": outcomes[-1].score.details,
+    }
+
+
+def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> list[dict[str, Any]]:
+    """Per item: the ``top_m`` best self-edits with reward > 0 (and > the baseline's, if asked)."""
+    baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if not record["baseline"]:
+            by_item.setdefault(record["item_id"], []).append(record)
+    kept = []
+    for item_id, candidates in by_item.items():
+        bar = baselines.get(item_id, 0.0) if config.beat_baseline else 0.0
+        ranked = sorted(candidates, key=lambda r: (-r["reward"], r["index"]))
+        kept.extend(r for r in ranked[: config.top_m] if r["reward"] > bar and r["reward"] > 0)
+    return kept
+
+
+def improve_policy(
+    slot: AdapterSlot,
+    loaded: LoadedModel,
+    kept: list[dict[str, Any]],
+    config: RestEMConfig,
+    round_index: int,
+    target: Path,
+    progress: bool,
+) -> TrainStats:
+    """SFT on (prompt -> self-edit), merge the adapter into the weights, save a transformers checkpoint.
+
+    With nothing kept the policy is saved unchanged, so the next round starts from the same model.
+    """
+    tokenizer = loaded.tokenizer
+    examples = [
+        TrainingExample(render_prompt(tokenizer, r["prompt"]), r["self_edit"] + tokenizer.eos_token) for r in kept
+    ]
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    seed = unit_seed(config.seed, round_index, "sft")
+    description = f"round {round_index}: SFT on {len(examples)} self-edits" if progress else None
+    with slot.updated(examples, config.sft, seed, progress=description) as stats:
+        merged = slot.model.merge_and_unload()
+    merged.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.rename(target)
+    return stats
