@@ -60,6 +60,12 @@ def test_malformed_input_names_file_item_and_field(tmp_path, payload, message):
     assert path in text and message in text and "\n" not in text
 
 
+def test_duplicate_passages_are_rejected(tmp_path):
+    path = write(tmp_path, PASSAGES + [PASSAGES[0]])
+    with pytest.raises(DataError, match="item 2: field 'context' repeats item 0"):
+        load_passages(path)
+
+
 def test_later_bad_item_is_reported_with_its_index(tmp_path):
     path = write(tmp_path, PASSAGES + [{"title": "t", "context": "c", "questions": "none"}])
     with pytest.raises(DataError, match="item 2: field 'questions'"):

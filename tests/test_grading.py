@@ -94,18 +94,6 @@ def test_offline_grader_keeps_order_and_satisfies_protocol() -> None:
     assert grader.grade([]) == []
 
 
-def test_offline_grader_is_fast() -> None:
-    request = GradeRequest(
-        "Which town's massacre did Genghis Khan order in retribution?",
-        "Otrar",
-        "The town's massacre that Genghis Khan ordered in retribution for the treatment "
-        "of his envoys was Otrar, a city in present-day Kazakhstan. " * 3,
-    )
-    start = time.perf_counter()
-    OfflineGrader().grade([request] * 2000)
-    assert time.perf_counter() - start < 2.0
-
-
 # --------------------------------------------------------------------------- calibration
 
 

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,6 +110,57 @@ def test_same_seed_same_numbers(tmp_path, squad_file):
     assert a == b
 
 
+def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, monkeypatch):
+    straight = config(squad_file, condition="self-edit", n_self_edits=2)
+    run_eval(straight, tmp_path / "straight", progress=False)
+
+    import seal.domains.knowledge.evaluate as evaluate_module
+
+    calls = {"n": 0}
+    real_evaluate = evaluate_module.evaluate
+
+    def dies_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the run is killed in the middle of its third unit
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "evaluate", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(straight, tmp_path / "resumed", progress=False)
+    assert len(RunDirectory(tmp_path / "resumed").completed_units()) == 2
+    monkeypatch.setattr(evaluate_module, "evaluate", real_evaluate)
+    run_eval(straight, tmp_path / "resumed", resume=True, progress=False)
+
+    def strip(records):
+        return sorted((json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in records))
+
+    assert strip(RunDirectory(tmp_path / "resumed").records()) == strip(RunDirectory(tmp_path / "straight").records())
+
+
+def test_a_failing_unit_is_recorded_and_the_run_goes_on(tmp_path, squad_file, monkeypatch):
+    from seal.domains.knowledge.domain import KnowledgeDomain
+
+    real_score = KnowledgeDomain.score
+
+    def flaky(self, slot, passage):
+        if passage.title == "Quenalite":
+            raise RuntimeError("grader exploded")
+        return real_score(self, slot, passage)
+
+    monkeypatch.setattr(KnowledgeDomain, "score", flaky)
+    summary = run_eval(config(squad_file, condition="base"), tmp_path, progress=False)
+    failed = [r for r in RunDirectory(tmp_path).records() if r["title"] == "Quenalite"]
+    assert failed and all(r["rejected"] == "error: RuntimeError: grader exploded" for r in failed)
+    assert summary["n_passages"] == 2 and summary["n_rejected_self_edits"] == 1
+
+
+def test_rerun_after_a_failed_model_load_is_not_locked(tmp_path, squad_file):
+    with pytest.raises(Exception, match="does not exist"):
+        run_eval(config(squad_file, condition="base", model="./no-such-model"), tmp_path, progress=False)
+    assert run_eval(config(squad_file, condition="base"), tmp_path, progress=False)["n_passages"] == 2
+
+
 def test_resume_skips_finished_units_and_recovers_a_torn_write(tmp_path, squad_file):
     cfg = config(squad_file, condition="self-edit", n_passages=1)
     run_eval(cfg, tmp_path, progress=False)
@@ -184,7 +236,8 @@ def test_cli_eval_end_to_end(tmp_path, squad_file, capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "seal.cli", "knowledge", "--help"], capture_output=True, text=True)
+    script = Path(sys.executable).with_name("seal")
+    result = subprocess.run([str(script), "knowledge", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "grade-calibration" in result.stdout
 
 

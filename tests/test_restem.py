@@ -1,0 +1,140 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from seal.domain import Rejection, Score, Update
+from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraConfig, TrainConfig, TrainingExample
+from seal.loops.restem import RestEMConfig, policy_dir, run_restem, select_self_edits
+from seal.models import load_model
+from seal.runs import AppendOnlyLog
+from tests.conftest import SHARED_DATA
+
+TARGET = "The Varnholt Bridge was completed in 1871."
+
+
+@dataclass
+class ToyDomain:
+    """Reward = how much an update lowers the model's loss on a fixed sentence: graded, cheap, model-dependent."""
+
+    name = "toy"
+
+    def item_id(self, item: str) -> str:
+        return item
+
+    def prompt(self, item: str) -> str:
+        return f"Write one sentence about {item}."
+
+    def to_update(self, item: str, self_edit: str) -> Update | Rejection:
+        if not self_edit.strip():
+            return Rejection("empty self-edit")
+        return Update((TrainingExample("", self_edit),), TrainConfig(learning_rate=5e-2, epochs=2))
+
+    def baseline_update(self, item: str) -> Update:
+        return Update((TrainingExample("", item),), TrainConfig(learning_rate=5e-2, epochs=2))
+
+    def score(self, slot, item: str) -> Score:
+        ids = slot.tokenizer(TARGET, return_tensors="pt")
+        with torch.no_grad():
+            loss = slot.model(**ids, labels=ids["input_ids"]).loss.item()
+        return Score(reward=max(0.0, 11.0 - loss), details=[{"loss": loss}])
+
+    def rejected_score(self, item: str, reason: str) -> Score:
+        return Score(reward=0.0, details=[])
+
+
+CONFIG = RestEMConfig(
+    rounds=1,
+    k=3,
+    sampling=SamplingConfig(temperature=1.0, max_new_tokens=16),
+    sft=TrainConfig(learning_rate=1e-2, epochs=1, batch_size=2),
+    lora=LoraConfig(rank=4, alpha=8),
+)
+ITEMS = ["the Varnholt Bridge", "quenalite"]
+
+
+def run_toy(out: Path, config: RestEMConfig = CONFIG) -> list[dict]:
+    return run_restem(ToyDomain(), ITEMS, "tiny-random", lambda policy, d: {"policy": policy}, config, out, False)
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_model(str(model_dir)).model.state_dict()
+
+
+def test_selection_keeps_top_m_that_beat_the_baseline():
+    records = [
+        {"item_id": "a", "baseline": True, "reward": 0.5},
+        {"item_id": "a", "baseline": False, "index": 0, "reward": 0.4},
+        {"item_id": "a", "baseline": False, "index": 1, "reward": 0.9},
+        {"item_id": "a", "baseline": False, "index": 2, "reward": 0.7},
+        {"item_id": "b", "baseline": True, "reward": 0.0},
+        {"item_id": "b", "baseline": False, "index": 0, "reward": 0.0},
+    ]
+    pick = lambda **kw: [(r["item_id"], r["index"]) for r in select_self_edits(records, RestEMConfig(**kw))]  # noqa: E731
+    assert pick(top_m=1) == [("a", 1)]
+    assert pick(top_m=3) == [("a", 1), ("a", 2)]  # 0.4 does not beat training on the baseline (0.5)
+    assert pick(top_m=3, beat_baseline=False) == [("a", 1), ("a", 2), ("a", 0)]  # reward 0 is never kept
+
+
+def test_a_round_samples_scores_selects_and_trains_the_policy(tmp_path):
+    summaries = run_toy(tmp_path)
+    assert [s["policy"] for s in summaries] == ["tiny-random", str(policy_dir(tmp_path, 1))]
+    rewards = AppendOnlyLog(tmp_path / "round-1" / "rewards.jsonl").records()
+    assert len(rewards) == len(ITEMS) * (CONFIG.k + 1)
+    sampled = [r for r in rewards if not r["baseline"]]
+    assert all(r["prompt"].startswith("Write one sentence") and r["self_edit"] for r in sampled)
+    assert len({r["reward"] for r in sampled}) > 1  # the toy reward tells self-edits apart
+    kept = json.loads((tmp_path / "round-1" / "kept.json").read_text())["kept"]
+    assert kept == select_self_edits(rewards, CONFIG) and kept
+    sft = json.loads((tmp_path / "round-1" / "sft.json").read_text())
+    assert sft["n_examples"] == len(kept) and sft["tokens"] > 0
+    base, policy = weights(Path(load_model("tiny-random").model.name_or_path)), weights(policy_dir(tmp_path, 1))
+    changed = [name for name in base if not torch.equal(base[name], policy[name])]
+    assert changed and all("proj" in name for name in changed)  # LoRA merged into the projections only
+
+
+def test_same_seed_same_rewards_and_policy(tmp_path):
+    run_toy(tmp_path / "a")
+    run_toy(tmp_path / "b")
+    strip = lambda rs: [{k: v for k, v in r.items() if "seconds" not in k} for r in rs]  # noqa: E731
+    a = AppendOnlyLog(tmp_path / "a" / "round-1" / "rewards.jsonl").records()
+    b = AppendOnlyLog(tmp_path / "b" / "round-1" / "rewards.jsonl").records()
+    assert strip(a) == strip(b)
+    wa, wb = weights(policy_dir(tmp_path / "a", 1)), weights(policy_dir(tmp_path / "b", 1))
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "squad" / "squad_val.json").exists(), reason="shared data absent")
+def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
+    command = [
+        str(Path(sys.executable).with_name("seal")), "knowledge", "train", "--model", "tiny-random",
+        "--data", str(SHARED_DATA / "squad" / "squad_val.json"), "--rounds", "1", "--n-passages", "2", "--k", "2",
+        "--n-eval-passages", "2", "--epochs", "1", "--max-tokens", "16", "--answer-tokens", "4", "--lora-rank", "4",
+        "--quiet", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rewards = tmp_path / "run" / "round-1" / "rewards.jsonl"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(AppendOnlyLog(rewards).records()) < 2:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = AppendOnlyLog(rewards).records()
+    assert 2 <= len(before) < 6, "the run should die in the middle of its rewards"
+
+    finished = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    after = AppendOnlyLog(rewards).records()
+    assert after[: len(before)] == before  # finished rewards kept, byte for byte, not recomputed
+    assert len(after) == 6 and len({r["unit"] for r in after}) == 6  # 2 passages x (baseline + K=2), no duplicate
+    assert (tmp_path / "run" / "round-1" / "eval" / "summary.json").exists()
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
