@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from seal.domain import Domain
 from seal.engine.generation import SamplingConfig, render_prompt, sample
-from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig, TrainingExample, TrainStats
+from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig, TrainingExample
 from seal.loops.inner import evaluate
-from seal.models import LoadedModel, load_model
+from seal.models import load_model
 from seal.runs import AppendOnlyLog, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -83,8 +83,7 @@ def run_restem(
             collect_rewards(slot, domain, items, config, r, log, progress)
             kept = select_self_edits(log.records(), config)
             write_json_atomic(round_dir(out, r) / "kept.json", {"n_items": len(items), "kept": kept})
-            stats = improve_policy(slot, loaded, kept, config, r, policy_dir(out, r), progress)
-            write_json_atomic(round_dir(out, r) / "sft.json", {"n_examples": len(kept), **asdict(stats)})
+            improve_policy(slot, kept, config, r, policy_dir(out, r), progress)
         policy = str(policy_dir(out, r))
         summaries.append(evaluate_policy(policy, round_dir(out, r) / "eval"))
     return summaries
@@ -171,18 +170,18 @@ def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> li
 
 def improve_policy(
     slot: AdapterSlot,
-    loaded: LoadedModel,
     kept: list[dict[str, Any]],
     config: RestEMConfig,
     round_index: int,
     target: Path,
     progress: bool,
-) -> TrainStats:
+) -> None:
     """SFT on (prompt -> self-edit), merge the adapter into the weights, save a transformers checkpoint.
 
-    With nothing kept the policy is saved unchanged, so the next round starts from the same model.
+    The SFT statistics go to ``sft.json`` beside it. With nothing kept the policy is saved unchanged,
+    so the next round starts from the same model. The checkpoint appears atomically (staging + rename).
     """
-    tokenizer = loaded.tokenizer
+    tokenizer = slot.tokenizer
     examples = [
         TrainingExample(render_prompt(tokenizer, r["prompt"]), r["self_edit"] + tokenizer.eos_token) for r in kept
     ]
@@ -194,5 +193,5 @@ def improve_policy(
         merged = slot.model.merge_and_unload()
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    write_json_atomic(target.parent / "sft.json", {"n_examples": len(examples), **asdict(stats)})
     staging.rename(target)
-    return stats
