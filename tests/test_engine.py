@@ -90,6 +90,13 @@ def test_loss_mask_is_positional(tiny):
     assert prompt_len == 0
 
 
+def test_chat_examples_render_the_template_and_end_the_turn(tiny):
+    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("Which engineer?", "Ottilie Brask", chat=True), 1024)
+    rendered = render_prompt(tiny.tokenizer, "Which engineer?")
+    assert tiny.tokenizer.decode(ids[:prompt_len]) == rendered
+    assert tiny.tokenizer.decode(ids[prompt_len:]) == "Ottilie Brask" + tiny.tokenizer.eos_token
+
+
 def test_collate_masks_prompt_and_padding_by_position():
     batch = _collate([([5, 6, 7, 8], 2), ([9, 10], 0)], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]

@@ -21,6 +21,8 @@ from peft.tuners.lora import LoraLayer
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from seal.engine.generation import render_prompt, tokenize_prompt
+
 ADAPTER = "self_edit"
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -60,10 +62,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One training sequence. Loss falls on ``completion`` only; ``prompt`` (may be empty) is context."""
+    """One training sequence. Loss falls on ``completion`` only; ``prompt`` (may be empty) is context.
+
+    With ``chat``, ``prompt`` is a user message: it is rendered with the tokenizer's chat template
+    and the completion ends with the end-of-turn token, so the model learns to answer and stop.
+    """
 
     prompt: str
     completion: str
+    chat: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ def tokenize_example(
     tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len: int
 ) -> tuple[list[int], int]:
     """Token ids of prompt + completion and the prompt length, so the loss mask is set by position."""
+    if example.chat:
+        prompt_ids = tokenize_prompt(tokenizer, render_prompt(tokenizer, example.prompt))
+        completion_ids = tokenizer(example.completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        return (prompt_ids + completion_ids)[:max_len], min(len(prompt_ids), max_len)
     prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
     completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     return (prompt_ids + completion_ids)[:max_len], min(len(prompt_ids), max_len)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from seal.domain import Domain
-from seal.engine.generation import SamplingConfig, render_prompt, sample
+from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig, TrainingExample
 from seal.loops.inner import evaluate
 from seal.models import load_model
@@ -181,10 +181,7 @@ def improve_policy(
     The SFT statistics go to ``sft.json`` beside it. With nothing kept the policy is saved unchanged,
     so the next round starts from the same model. The checkpoint appears atomically (staging + rename).
     """
-    tokenizer = slot.tokenizer
-    examples = [
-        TrainingExample(render_prompt(tokenizer, r["prompt"]), r["self_edit"] + tokenizer.eos_token) for r in kept
-    ]
+    examples = [TrainingExample(r["prompt"], r["self_edit"], chat=True) for r in kept]
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     seed = unit_seed(config.seed, round_index, "sft")
@@ -192,6 +189,6 @@ def improve_policy(
     with slot.updated(examples, config.sft, seed, progress=description) as stats:
         merged = slot.model.merge_and_unload()
     merged.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    slot.tokenizer.save_pretrained(staging)
     write_json_atomic(target.parent / "sft.json", {"n_examples": len(examples), **asdict(stats)})
     staging.rename(target)
