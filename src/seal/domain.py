@@ -15,10 +15,11 @@ from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
 
 @dataclass(frozen=True)
 class Update:
-    """A weight update: the sequences to train on and how to train."""
+    """A weight update: the sequences to train on, how to train, and notes for the record (e.g. budget caps)."""
 
     examples: tuple[TrainingExample, ...]
     train: TrainConfig
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,10 @@ class AppendOnlyLog:
 
     def append_unit(self, unit: str, records: Iterable[dict[str, Any]]) -> None:
         records = list(records)
-        lines = "".join(json.dumps({"unit": unit, "unit_lines": len(records), **r}) + "\n" for r in records)
+        lines = "".join(
+            json.dumps(json_safe({"unit": unit, "unit_lines": len(records), **r}), allow_nan=False) + "\n"
+            for r in records
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(lines)

@@ -66,11 +66,13 @@ class TrainingExample:
 
     With ``chat``, ``prompt`` is a user message: it is rendered with the tokenizer's chat template
     and the completion ends with the end-of-turn token, so the model learns to answer and stop.
+    With ``loss_on_prompt`` every token carries the loss (ARC's "all tokens" strategy).
     """
 
     prompt: str
     completion: str
     chat: bool = False
+    loss_on_prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,11 @@ def tokenize_example(
     if example.chat:
         prompt_ids = tokenize_prompt(tokenizer, render_prompt(tokenizer, example.prompt))
         completion_ids = tokenizer(example.completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-        return (prompt_ids + completion_ids)[:max_len], min(len(prompt_ids), max_len)
-    prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
-    completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
-    return (prompt_ids + completion_ids)[:max_len], min(len(prompt_ids), max_len)
+    else:
+        prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
+        completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+    target_start = 0 if example.loss_on_prompt else min(len(prompt_ids), max_len)
+    return (prompt_ids + completion_ids)[:max_len], target_start
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:

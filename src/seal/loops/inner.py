@@ -21,6 +21,7 @@ class Outcome:
     rejected: str | None = None
     train: TrainStats | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def reward(self) -> float:
@@ -32,6 +33,7 @@ class Outcome:
             "rejected": self.rejected,
             "train_tokens": self.train.tokens if self.train else 0,
             "train_loss": self.train.final_loss if self.train else None,
+            "notes": list(self.notes),
             "seconds": {phase: round(s, 3) for phase, s in self.seconds.items()},
         }
 
@@ -64,4 +66,5 @@ def _evaluate(slot: AdapterSlot, domain: Domain, item: Any, update: Update | Rej
         score=score,
         train=train_stats,
         seconds={"train": train_stats.seconds, "score": time.perf_counter() - started},
+        notes=update.notes,
     )
