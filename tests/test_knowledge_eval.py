@@ -114,7 +114,7 @@ def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, mo
     straight = config(squad_file, condition="self-edit", n_self_edits=2)
     run_eval(straight, tmp_path / "straight", progress=False)
 
-    import seal.domains.knowledge.evaluate as evaluate_module
+    import seal.loops.scoring as evaluate_module
 
     calls = {"n": 0}
     real_evaluate = evaluate_module.evaluate

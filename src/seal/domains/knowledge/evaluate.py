@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from seal.domain import Rejection, Update
 from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig
 from seal.grading import Grader, JudgeGrader, OfflineGrader
-from seal.loops.inner import evaluate
+from seal.loops.scoring import Candidate, score_items, unit_key
 from seal.models import EMBEDDED_MODEL, load_model
 from seal.runs import RunDirectory
 from seal.seeding import unit_seed
@@ -124,43 +122,27 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress
     grader = make_grader(config)
     run = RunDirectory(out)
     run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
-    done = run.completed_units()
     k = config.self_edits_per_passage
-    pending = [(p, i) for p in passages for i in range(k) if _unit(p, i) not in done]
+    wanted = {unit_key(p.id, i) for p in passages for i in range(k)}
 
-    if pending:
+    if wanted - run.completed_units():
         loaded = load_model(config.model)
         slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
         domain = KnowledgeDomain(
             grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens
         )
-        bar = tqdm(
-            total=len(passages) * k,
-            initial=len(passages) * k - len(pending),
-            desc=config.condition,
-            disable=not progress,
-            unit="eval",
+        score_items(
+            run,
+            slot,
+            domain,
+            passages,
+            k,
+            lambda passage: _candidates(config, slot, domain, passage),
+            seed=config.seed,
+            label={"condition": config.condition},
+            describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
+            progress=progress,
         )
-        for passage in dict.fromkeys(p for p, _ in pending):
-            indices = [i for p, i in pending if p is passage]
-            self_edits = _self_edits(config, slot, domain, passage)
-            for index in indices:
-                self_edit = self_edits[index] if self_edits else None
-                update = _update(config, domain, passage, self_edit)
-                outcome = evaluate(
-                    slot, domain, passage, update, seed=unit_seed(config.seed, passage.id, index, "train")
-                )
-                unit = {
-                    "passage_id": passage.id,
-                    "title": passage.title,
-                    "condition": config.condition,
-                    "self_edit_index": index,
-                    "self_edit": self_edit,
-                    **outcome.record(),
-                }
-                run.append_unit(_unit(passage, index), [{**unit, **detail} for detail in outcome.score.details])
-                bar.update()
-        bar.close()
 
     selected = {p.id for p in passages}
     summary = summarise([r for r in run.records() if r["passage_id"] in selected], config)
@@ -168,29 +150,20 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress
     return summary
 
 
-def _unit(passage: Passage, index: int) -> str:
-    return f"{passage.id}/{index}"
-
-
-def _self_edits(
-    config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, passage: Passage
-) -> tuple[str, ...] | None:
-    if config.condition == "external":
-        return passage.self_edits
-    if config.condition != "self-edit":
-        return None
-    seed = unit_seed(config.seed, passage.id, "sample")
-    return tuple(sample(slot.model, slot.tokenizer, domain.prompt(passage), config.n_self_edits, config.sampling, seed))
-
-
-def _update(
-    config: EvalConfig, domain: KnowledgeDomain, passage: Passage, self_edit: str | None
-) -> Update | Rejection | None:
+def _candidates(config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, passage: Passage) -> list[Candidate]:
+    """The K (self-edit, update) pairs of a passage under the configured condition."""
     if config.condition == "base":
-        return None
+        return [(None, None)]
     if config.condition == "passage":
-        return domain.baseline_update(passage)
-    return domain.to_update(passage, self_edit or "")
+        return [(None, domain.baseline_update(passage))]
+    if config.condition == "external":
+        self_edits = passage.self_edits
+    else:
+        seed = unit_seed(config.seed, passage.id, "sample")
+        self_edits = tuple(
+            sample(slot.model, slot.tokenizer, domain.prompt(passage), config.n_self_edits, config.sampling, seed)
+        )
+    return [(text, domain.to_update(passage, text)) for text in self_edits]
 
 
 def config_record(config: EvalConfig) -> dict[str, Any]:
