@@ -1,0 +1,189 @@
+"""Few-shot learning on ARC as a SEAL domain.
+
+Item: a task (demonstration pairs, one or more test inputs). Self-edit: a JSON test-time-training
+configuration (see ``selfedit.py``). Update: leave-one-out (and leave-two-out) tasks built from the
+demonstrations, augmented by the chosen families plus colour and example-order permutations,
+deduplicated, filtered by the context budget and capped by the training-token budget. Score: the
+updated model answers each test input under the invertible geometric transforms, the answers are
+mapped back and voted; reward = share of test inputs whose voted answer is exactly right.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from seal.domain import Rejection, Score, Update
+from seal.domains.arc.augment import (
+    FAMILIES,
+    INVERTIBLE_FOR_VOTING,
+    Transform,
+    apply_to_task_pair,
+    permute_colours,
+    random_colour_permutation,
+)
+from seal.domains.arc.grids import MAX_SIDE, Pair, Task, grid_to_text, text_to_grid
+from seal.domains.arc.selfedit import SELF_EDIT_PROMPT, TTTConfig, parse_ttt_config
+from seal.engine.generation import SamplingConfig, generate, render_prompt
+from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
+from seal.seeding import unit_seed
+
+# The self-edit's "basic" family includes shifts, which are fine for training but not invertible.
+_TRAINING_FAMILIES = {**FAMILIES, "basic": FAMILIES["basic"] + FAMILIES["translate"]}
+
+
+def format_pairs(pairs: Sequence[Pair]) -> str:
+    return "\n\n".join(f"Input:\n{grid_to_text(p.input)}\nOutput:\n{grid_to_text(p.output)}" for p in pairs)
+
+
+def task_message(demonstrations: Sequence[Pair], query: np.ndarray) -> str:
+    """The user message for solving a task: the demonstrations, then the query input."""
+    return (
+        "Each example maps an input grid to an output grid by the same rule. Digits are colours.\n\n"
+        f"{format_pairs(demonstrations)}\n\nApply the rule to this input and reply with the output grid only.\n"
+        f"Input:\n{grid_to_text(query)}"
+    )
+
+
+def leave_out_tasks(pairs: Sequence[Pair]) -> list[tuple[tuple[Pair, ...], Pair]]:
+    """(context, query) tasks: each pair held out once, and each pair with one other also dropped."""
+    tasks = []
+    n = len(pairs)
+    for i in range(n):
+        others = tuple(p for j, p in enumerate(pairs) if j != i)
+        if others:
+            tasks.append((others, pairs[i]))
+    if n >= 3:
+        for i, dropped in itertools.permutations(range(n), 2):
+            tasks.append((tuple(p for j, p in enumerate(pairs) if j not in (i, dropped)), pairs[i]))
+    return tasks
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits that keep one self-edit's test-time training bounded (CPU-sized defaults)."""
+
+    max_examples: int = 48
+    max_example_chars: int = 2048  # digits and newlines are one token each, so chars bound tokens
+    max_train_tokens: int = 40_000  # examples x epochs
+
+    def __post_init__(self) -> None:
+        if min(self.max_examples, self.max_example_chars, self.max_train_tokens) < 1:
+            raise ValueError(f"budgets must be positive: {self}")
+
+
+@dataclass
+class ArcDomain:
+    budget: Budget = Budget()
+    batch_size: int = 1
+
+    name = "arc"
+
+    def item_id(self, task: Task) -> str:
+        return task.id
+
+    def prompt(self, task: Task) -> str:
+        return SELF_EDIT_PROMPT.format(demonstrations=format_pairs(task.train))
+
+    def baseline_update(self, task: Task) -> None:
+        """A useful configuration must beat answering in context without training."""
+        return None
+
+    def to_update(self, task: Task, self_edit: str) -> Update | Rejection:
+        config = parse_ttt_config(self_edit)
+        if isinstance(config, Rejection):
+            return config
+        return self.ttt_update(task, config)
+
+    def ttt_update(self, task: Task, config: TTTConfig) -> Update | Rejection:
+        """Test-time-training data for ``task`` as ``config`` asks, within the budget."""
+        rng = np.random.default_rng(unit_seed(0, task.id, config.to_json()))
+        transforms = [t for family in config.augmentations for t in _TRAINING_FAMILIES[family]]
+        candidates: dict[str, TrainingExample] = {}
+        for context, query in leave_out_tasks(task.train):
+            for transform in [None, *transforms]:
+                example = _augmented_example(context, query, transform, config.loss, rng)
+                if example is not None:
+                    candidates.setdefault(example.prompt + example.completion, example)
+        fitting = [e for e in candidates.values() if len(e.prompt) + len(e.completion) <= self.budget.max_example_chars]
+        if not fitting:
+            return Rejection("no training example fits the context budget")
+        order = rng.permutation(len(fitting))
+        per_epoch_tokens = max(1, self.budget.max_train_tokens // config.epochs)
+        chosen, tokens = [], 0
+        for index in order[: self.budget.max_examples]:
+            size = len(fitting[index].prompt) + len(fitting[index].completion)
+            if tokens + size > per_epoch_tokens:
+                break
+            chosen.append(fitting[index])
+            tokens += size
+        notes = []
+        if len(chosen) < len(fitting):
+            notes.append(f"budget: trained on {len(chosen)} of {len(fitting)} examples")
+        if not chosen:
+            return Rejection(f"budget: one epoch of the smallest example exceeds {self.budget.max_train_tokens} tokens")
+        train = TrainConfig(
+            config.learning_rate, config.epochs, self.batch_size, max_seq_len=self.budget.max_example_chars
+        )
+        return Update(tuple(chosen), train, tuple(notes))
+
+    def score(self, slot: AdapterSlot, task: Task) -> Score:
+        details = [self._solve(slot, task, index) for index in range(len(task.test))]
+        solved = [d["correct"] for d in details if d["correct"] is not None]
+        return Score(reward=sum(solved) / len(solved) if solved else 0.0, details=details)
+
+    def rejected_score(self, task: Task, reason: str) -> Score:
+        details = [{"test_index": i, "answer": None, "votes": 0, "correct": False} for i in range(len(task.test))]
+        return Score(reward=0.0, details=details)
+
+    def _solve(self, slot: AdapterSlot, task: Task, index: int) -> dict:
+        """Answer one test input under every voting transform, map answers back, take the majority."""
+        test = task.test[index]
+        messages = [
+            task_message([apply_to_task_pair(p, t) for p in task.train], t(test.input)) for t in INVERTIBLE_FOR_VOTING
+        ]
+        side = max(task.max_side, 1)
+        answer_tokens = min(2 * side * (2 * side + 1), MAX_SIDE * (MAX_SIDE + 1)) + 8
+        greedy = SamplingConfig(temperature=0.0, max_new_tokens=answer_tokens)
+        prompts = [render_prompt(slot.tokenizer, m) for m in messages]
+        texts = generate(slot.model, slot.tokenizer, prompts, greedy, batch_size=len(prompts))
+        answers = [_mapped_back(text, t) for text, t in zip(texts, INVERTIBLE_FOR_VOTING)]
+        votes = Counter(grid_to_text(a) for a in answers if a is not None)
+        winner = votes.most_common(1)[0][0] if votes else None
+        correct = None if test.output is None else winner is not None and winner == grid_to_text(test.output)
+        return {"test_index": index, "answer": winner, "votes": votes[winner] if winner else 0, "correct": correct}
+
+
+def _mapped_back(text: str, transform: Transform) -> np.ndarray | None:
+    grid = text_to_grid(text)
+    if grid is None or transform.inverse is None:
+        return None
+    try:
+        return transform.inverse(grid)
+    except ValueError:  # e.g. a shape the inverse cannot undo
+        return None
+
+
+def _augmented_example(
+    context: tuple[Pair, ...], query: Pair, transform: Transform | None, loss: str, rng: np.random.Generator
+) -> TrainingExample | None:
+    """One training example: the task under ``transform``, a colour permutation and a shuffled context."""
+    pairs = [*context, query]
+    if transform is not None:
+        pairs = [apply_to_task_pair(p, transform) for p in pairs]
+        if any(max(*p.input.shape, *p.output.shape) > MAX_SIDE for p in pairs):
+            return None
+    permutation = random_colour_permutation(rng)
+    pairs = [Pair(permute_colours(p.input, permutation), permute_colours(p.output, permutation)) for p in pairs]
+    *context_pairs, query_pair = pairs
+    context_pairs = [context_pairs[i] for i in rng.permutation(len(context_pairs))]
+    return TrainingExample(
+        prompt=task_message(context_pairs, query_pair.input),
+        completion=grid_to_text(query_pair.output),
+        chat=True,
+        loss_on_prompt=loss == "all",
+    )

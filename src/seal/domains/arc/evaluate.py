@@ -1,0 +1,147 @@
+"""``seal arc eval`` and ``seal arc train``: the paper's Table 1 conditions and ReST-EM on ARC.
+
+Conditions:
+  icl            no training; the demonstrations are in the prompt
+  ttt-self-edit  K configurations sampled from the model itself, each applied by test-time training
+  seal           the same, with configurations from a ReST-EM-trained policy (``--policy``)
+  oracle         a fixed grid of configurations; a task counts as solved if any of them solves it
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seal.domains.arc.data import load_arc_tasks
+from seal.domains.arc.domain import ArcDomain, Budget
+from seal.domains.arc.grids import Task
+from seal.domains.arc.selfedit import TTTConfig
+from seal.engine.generation import SamplingConfig, sample
+from seal.engine.lora import AdapterSlot, LoraConfig
+from seal.loops.restem import RestEMConfig, run_restem
+from seal.loops.scoring import Candidate, score_items, unit_key
+from seal.models import EMBEDDED_MODEL, load_model
+from seal.runs import RunDirectory
+from seal.seeding import unit_seed
+from seal.stats import pooled_accuracy_ci
+
+ARC_CONDITIONS = ("icl", "ttt-self-edit", "seal", "oracle")
+
+ORACLE_GRID: tuple[TTTConfig, ...] = tuple(
+    TTTConfig(augmentations, "output", learning_rate, epochs)
+    for augmentations in ((), ("basic",), ("basic", "size", "chain", "repeat"))
+    for learning_rate, epochs in ((1e-4, 3), (1e-3, 2))
+)
+
+
+@dataclass(frozen=True)
+class ArcEvalConfig:
+    condition: str = "ttt-self-edit"
+    model: str = EMBEDDED_MODEL
+    tasks: str = "seal-eval"
+    tasks_file: str | None = None
+    max_grid: int | None = None
+    k: int = 4
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=96)
+    lora: LoraConfig = LoraConfig()
+    budget: Budget = Budget()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.condition not in ARC_CONDITIONS:
+            raise ValueError(f"--condition must be one of {', '.join(ARC_CONDITIONS)}, got {self.condition!r}")
+        if self.k < 1:
+            raise ValueError(f"--k must be >= 1, got {self.k}")
+
+    @property
+    def configs_per_task(self) -> int:
+        return {"icl": 1, "oracle": len(ORACLE_GRID)}.get(self.condition, self.k)
+
+
+def select_tasks(config: ArcEvalConfig) -> list[Task]:
+    return load_arc_tasks(config.tasks, config.tasks_file, config.max_grid)
+
+
+def run_arc_eval(config: ArcEvalConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Score one condition into ``out`` (one record per test input per configuration); returns the summary."""
+    tasks = select_tasks(config)
+    run = RunDirectory(out)
+    run.start({"task": "arc-eval", **asdict(config)}, resume)
+    k = config.configs_per_task
+    wanted = {unit_key(t.id, i) for t in tasks for i in range(k)}
+    if wanted - run.completed_units():
+        loaded = load_model(config.model)
+        slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
+        domain = ArcDomain(config.budget)
+        score_items(
+            run,
+            slot,
+            domain,
+            tasks,
+            k,
+            lambda task: _candidates(config, slot, domain, task),
+            seed=config.seed,
+            label={"condition": config.condition},
+            describe=lambda task: {"task_id": task.id},
+            progress=progress,
+        )
+    summary = summarise(run.records(), config, [t.id for t in tasks])
+    run.write_summary(summary)
+    return summary
+
+
+def _candidates(config: ArcEvalConfig, slot: AdapterSlot, domain: ArcDomain, task: Task) -> list[Candidate]:
+    if config.condition == "icl":
+        return [(None, None)]
+    if config.condition == "oracle":
+        return [(c.to_json(), domain.ttt_update(task, c)) for c in ORACLE_GRID]
+    seed = unit_seed(config.seed, task.id, "sample")
+    texts = sample(slot.model, slot.tokenizer, domain.prompt(task), config.k, config.sampling, seed)
+    return [(text, domain.to_update(task, text)) for text in texts]
+
+
+def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: list[str]) -> dict[str, Any]:
+    """Success rate over (task, configuration) pairs, tasks solved by any configuration, cost per update."""
+    records = [r for r in records if r["task_id"] in set(task_ids)]
+    units = {r["unit"]: r for r in records}.values()
+    per_task: dict[str, list[float]] = {}
+    for unit in units:
+        per_task.setdefault(unit["task_id"], []).append(unit["reward"])
+    ids = sorted(per_task)
+    solved = np.array([sum(per_task[t]) for t in ids])
+    tried = np.array([len(per_task[t]) for t in ids])
+    trained = [u for u in units if u["train_tokens"] > 0]
+    return {
+        "condition": config.condition,
+        "model": config.model,
+        "tasks": config.tasks if not config.tasks_file else config.tasks_file,
+        "max_grid": config.max_grid,
+        "n_tasks": len(ids),
+        "configs_per_task": config.configs_per_task,
+        "success_rate": float(solved.sum() / tried.sum()) if tried.sum() else float("nan"),
+        "ci95": list(pooled_accuracy_ci(solved, tried, seed=config.seed)),
+        "tasks_solved": float(np.mean([max(per_task[t]) > 0 for t in ids])) if ids else float("nan"),
+        "n_rejected": sum(1 for u in units if u["rejected"]),
+        "rejections": sorted({u["rejected"] for u in units if u["rejected"]}),
+        "mean_train_tokens": float(np.mean([u["train_tokens"] for u in trained])) if trained else 0.0,
+        "mean_seconds_per_ttt": float(np.mean([sum(u["seconds"].values()) for u in trained])) if trained else 0.0,
+    }
+
+
+def run_arc_train(
+    config: ArcEvalConfig, restem: RestEMConfig, train_tasks: str, out: str | Path, resume: bool, progress: bool
+) -> list[dict[str, Any]]:
+    """ReST-EM on ``train_tasks`` with the shared engine; every round's policy is evaluated as ``seal``."""
+    out = Path(out)
+    tasks = load_arc_tasks(train_tasks, None, config.max_grid)
+    select_tasks(config)  # validate the evaluation tasks before any model work
+    record = {"task": "arc-train", "evaluation": asdict(config), "restem": asdict(restem), "train_tasks": train_tasks}
+    RunDirectory(out).start(record, resume)
+
+    def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
+        return run_arc_eval(replace(config, condition="seal", model=policy), directory, resume=True, progress=progress)
+
+    return run_restem(ArcDomain(config.budget), tasks, config.model, evaluate_policy, restem, out, progress)
