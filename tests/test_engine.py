@@ -91,7 +91,9 @@ def test_loss_mask_is_positional(tiny):
 
 
 def test_chat_examples_render_the_template_and_end_the_turn(tiny):
-    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("Which engineer?", "Ottilie Brask", chat=True), 1024)
+    ids, prompt_len = tokenize_example(
+        tiny.tokenizer, TrainingExample("Which engineer?", "Ottilie Brask", chat=True), 1024
+    )
     rendered = render_prompt(tiny.tokenizer, "Which engineer?")
     assert tiny.tokenizer.decode(ids[:prompt_len]) == rendered
     assert tiny.tokenizer.decode(ids[prompt_len:]) == "Ottilie Brask" + tiny.tokenizer.eos_token

@@ -145,6 +145,83 @@ def cmd_grade_calibration(args: argparse.Namespace) -> None:
         print(f"{name:<{width}} {s.n:>6} {s.agreement:>10.1%} {s.kappa:>7.3f} {s.precision:>10.1%} {s.recall:>7.1%}")
 
 
+def _add_arc_options(parser: argparse.ArgumentParser) -> None:
+    from seal.domains.arc.domain import Budget
+    from seal.domains.arc.evaluate import ArcEvalConfig
+
+    defaults, budget = ArcEvalConfig(), Budget()
+    add = parser.add_argument
+    add("--out", required=True, help="run directory")
+    add("--model", default=defaults.model, help=f"HF id, local directory, {EMBEDDED_MODEL} (default) or tiny-random")
+    add("--max-grid", type=int, help="keep tasks whose grids are all at most this many cells on a side")
+    add("--tasks-file", help="ARC JSON a user supplies: {task_id: {train: [...], test: [...]}}")
+    add("--k", type=int, default=defaults.k, help="configurations sampled per task")
+    add("--temperature", type=float, default=defaults.sampling.temperature)
+    add("--top-p", type=float, default=defaults.sampling.top_p)
+    add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
+    add("--lora-rank", type=int, default=defaults.lora.rank)
+    add("--lora-alpha", type=int, default=defaults.lora.alpha)
+    add("--max-examples", type=int, default=budget.max_examples, help="TTT examples per self-edit, at most")
+    add("--max-example-tokens", type=int, default=budget.max_example_chars, help="context budget per example")
+    add("--max-train-tokens", type=int, default=budget.max_train_tokens, help="TTT tokens per self-edit (x epochs)")
+    add("--seed", type=int, default=defaults.seed)
+    add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
+    add("--quiet", action="store_true", help="no progress bars")
+
+
+def _arc_config(args: argparse.Namespace, **overrides: object):
+    from seal.domains.arc.domain import Budget
+    from seal.domains.arc.evaluate import ArcEvalConfig
+
+    fields = dict(
+        model=args.model,
+        max_grid=args.max_grid,
+        tasks_file=args.tasks_file,
+        k=args.k,
+        sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_tokens),
+        lora=LoraConfig(rank=args.lora_rank, alpha=args.lora_alpha),
+        budget=Budget(args.max_examples, args.max_example_tokens, args.max_train_tokens),
+        seed=args.seed,
+    )
+    fields.update(overrides)
+    return ArcEvalConfig(**fields)  # type: ignore[arg-type]
+
+
+def cmd_arc_eval(args: argparse.Namespace) -> None:
+    from seal.domains.arc.evaluate import run_arc_eval
+
+    if args.condition == "seal" and not args.policy:
+        raise ValueError("--condition seal needs --policy DIR (a policy from `seal arc train`)")
+    model = args.policy if args.condition == "seal" else args.model
+    config = _arc_config(args, condition=args.condition, tasks=args.tasks, model=model)
+    summary = run_arc_eval(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    print(f"\nrun directory: {args.out}")
+
+
+def cmd_arc_train(args: argparse.Namespace) -> None:
+    from seal.domains.arc.evaluate import run_arc_train
+    from seal.loops.restem import RestEMConfig
+
+    config = _arc_config(args, condition="seal", tasks=args.eval_tasks)
+    restem = RestEMConfig(
+        rounds=args.rounds,
+        k=args.k,
+        eval_repeats=1,
+        top_m=args.top_m,
+        beat_baseline=True,
+        sampling=config.sampling,
+        sft=TrainConfig(learning_rate=args.sft_lr, epochs=args.sft_epochs, batch_size=args.sft_batch_size),
+        lora=config.lora,
+        seed=args.seed,
+    )
+    summaries = run_arc_train(config, restem, args.tasks, args.out, args.resume, not args.quiet)
+    for round_index, summary in enumerate(summaries):
+        lo, hi = summary["ci95"]
+        print(f"round {round_index}: success rate {summary['success_rate']:.1%} [{lo:.1%}, {hi:.1%}]")
+    print(f"\nrun directory: {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seal", description="Self-Adapting Language Models (SEAL)")
     domains = parser.add_subparsers(dest="domain", required=True)
@@ -204,6 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--graded", nargs="+", required=True, help="graded JSON files")
     calibration.add_argument("--json", action="store_true")
     calibration.set_defaults(run=cmd_grade_calibration)
+    arc = domains.add_parser("arc", help="few-shot learning on ARC-AGI-1 (test-time training)")
+    arc_commands = arc.add_subparsers(dest="command", required=True)
+    arc_eval = arc_commands.add_parser("eval", help="score one condition of the paper's Table 1")
+    arc_eval.add_argument("--condition", required=True, choices=("icl", "ttt-self-edit", "seal", "oracle"))
+    arc_eval.add_argument("--tasks", default="seal-eval", help="seal-train, seal-eval, arc1-train, arc1-eval or ids")
+    arc_eval.add_argument("--policy", help="policy directory for --condition seal")
+    _add_arc_options(arc_eval)
+    arc_eval.set_defaults(run=cmd_arc_eval)
+
+    arc_train = arc_commands.add_parser("train", help="ReST-EM on ARC with the shared engine")
+    restem_defaults = RestEMConfig()
+    arc_train.add_argument("--tasks", default="seal-train", help="training tasks")
+    arc_train.add_argument("--eval-tasks", default="seal-eval", help="held-out tasks evaluated every round")
+    arc_train.add_argument("--rounds", type=int, default=1)
+    arc_train.add_argument("--top-m", type=int, default=restem_defaults.top_m)
+    arc_train.add_argument("--sft-lr", type=float, default=restem_defaults.sft.learning_rate)
+    arc_train.add_argument("--sft-epochs", type=int, default=restem_defaults.sft.epochs)
+    arc_train.add_argument("--sft-batch-size", type=int, default=restem_defaults.sft.batch_size)
+    _add_arc_options(arc_train)
+    arc_train.set_defaults(run=cmd_arc_train)
     return parser
 
 

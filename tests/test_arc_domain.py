@@ -1,0 +1,157 @@
+import json
+
+import numpy as np
+import pytest
+
+import seal.domains.arc.domain as arc_domain
+from seal.cli import main
+from seal.domain import Rejection
+from seal.domains.arc.augment import INVERTIBLE_FOR_VOTING
+from seal.domains.arc.data import load_arc_tasks
+from seal.domains.arc.domain import ArcDomain, Budget, leave_out_tasks
+from seal.domains.arc.evaluate import ORACLE_GRID, ArcEvalConfig, run_arc_eval
+from seal.domains.arc.grids import Pair, Task, grid_to_text
+from seal.domains.arc.selfedit import TTTConfig, parse_ttt_config
+from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraConfig
+from seal.runs import RunDirectory
+
+SMALL = Budget(max_examples=3, max_example_chars=600, max_train_tokens=1500)
+CONFIG = TTTConfig(("basic", "size"), "output", 1e-3, 1)
+
+
+def flip_task() -> Task:
+    """Output = input mirrored left-right; three demonstrations, one test."""
+    grids = [np.array(g) for g in ([[1, 0], [2, 3]], [[0, 4], [5, 0]], [[6, 7], [0, 8]], [[9, 1], [1, 2]])]
+    pairs = [Pair(g, g[:, ::-1]) for g in grids]
+    return Task("flip", tuple(pairs[:3]), (pairs[3],))
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("I would train a lot.", "no JSON object"),
+        ('{"augmentations": ["basic"], "loss": "output", "learning_rate": 1e-4,}', "invalid JSON"),
+        ('{"augmentations": ["basic"], "loss": "output", "learning_rate": 1e-4, "epochs": 2, "x": 1}', "unknown ['x']"),
+        ('{"augmentations": ["spin"], "loss": "output", "learning_rate": 1e-4, "epochs": 2}', "unknown augmentations"),
+        ('{"augmentations": [], "loss": "some", "learning_rate": 1e-4, "epochs": 2}', "loss must be one of"),
+        ('{"augmentations": [], "loss": "all", "learning_rate": 1, "epochs": 2}', "outside"),
+        ('{"augmentations": [], "loss": "all", "learning_rate": 1e-4, "epochs": true}', "epochs must be an integer"),
+        ('{"augmentations": [], "loss": "all", "learning_rate": 1e-4, "epochs": 11}', "epochs must be an integer"),
+    ],
+)
+def test_bad_self_edits_are_rejected_with_a_reason(text, reason):
+    result = parse_ttt_config(text)
+    assert isinstance(result, Rejection) and reason in result.reason
+
+
+def test_valid_self_edit_in_a_fence_parses():
+    config = '{"augmentations": ["basic", "basic", "repeat"], "loss": "all", "learning_rate": 0.001, "epochs": 3}'
+    text = f"Sure!\n```json\n{config}\n```"
+    assert parse_ttt_config(text) == TTTConfig(("basic", "repeat"), "all", 1e-3, 3)
+
+
+def test_leave_out_tasks():
+    pairs = flip_task().train
+    tasks = leave_out_tasks(pairs)
+    assert len(tasks) == 3 + 6  # leave one out, then also drop one other
+    assert all(query not in context for context, query in tasks)
+    assert len(leave_out_tasks(pairs[:2])) == 2
+
+
+def test_ttt_update_is_deterministic_budgeted_and_masks_as_asked():
+    domain = ArcDomain(SMALL)
+    update = domain.ttt_update(flip_task(), CONFIG)
+    again = domain.ttt_update(flip_task(), CONFIG)
+    assert update == again
+    assert 1 <= len(update.examples) <= 3 and update.notes and update.notes[0].startswith("budget: trained on")
+    assert sum(len(e.prompt) + len(e.completion) for e in update.examples) <= SMALL.max_train_tokens
+    assert all(e.chat and not e.loss_on_prompt for e in update.examples)
+    assert update.train.learning_rate == 1e-3 and update.train.epochs == 1
+    everything = domain.ttt_update(flip_task(), TTTConfig((), "all", 1e-3, 1))
+    assert all(e.loss_on_prompt for e in everything.examples)
+    roomy = ArcDomain(Budget(max_examples=1000, max_example_chars=10_000, max_train_tokens=10**7))
+    plain, augmented = (
+        roomy.ttt_update(flip_task(), TTTConfig((), "output", 1e-3, 1)),
+        roomy.ttt_update(flip_task(), CONFIG),
+    )
+    assert len(plain.examples) == 9 and len(augmented.examples) > len(plain.examples)
+    assert not plain.notes
+
+
+def test_voting_maps_answers_back(monkeypatch, tiny):
+    task = flip_task()
+    truth = task.test[0].output
+
+    def answers_in_each_frame(model, tokenizer, prompts, sampling, batch_size):
+        assert len(prompts) == len(INVERTIBLE_FOR_VOTING)
+        return [f"Here:\n{grid_to_text(t(truth))}\n" for t in INVERTIBLE_FOR_VOTING]
+
+    monkeypatch.setattr(arc_domain, "generate", answers_in_each_frame)
+    slot = type("Slot", (), {"model": None, "tokenizer": tiny.tokenizer})()
+    score = ArcDomain().score(slot, task)
+    assert score.reward == 1.0 and score.details[0]["votes"] == len(INVERTIBLE_FOR_VOTING)
+
+    monkeypatch.setattr(arc_domain, "generate", lambda *a, **k: ["no idea"] * len(INVERTIBLE_FOR_VOTING))
+    score = ArcDomain().score(slot, task)
+    assert score.reward == 0.0 and score.details[0]["answer"] is None
+
+
+def tiny_config(condition, tasks="6150a2bd,44f52bb0"):
+    return ArcEvalConfig(
+        condition=condition, model="tiny-random", tasks=tasks, k=2,
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=16), lora=LoraConfig(4, 8), budget=SMALL,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("condition", ["icl", "ttt-self-edit", "oracle"])
+def test_conditions_write_complete_runs(tmp_path, condition):
+    summary = run_arc_eval(tiny_config(condition), tmp_path, progress=False)
+    expected_units = {"icl": 1, "ttt-self-edit": 2, "oracle": len(ORACLE_GRID)}[condition]
+    records = RunDirectory(tmp_path).records()
+    assert len({r["unit"] for r in records}) == 2 * expected_units
+    assert summary["n_tasks"] == 2 and summary["configs_per_task"] == expected_units
+    assert {"success_rate", "ci95", "tasks_solved", "mean_train_tokens", "mean_seconds_per_ttt"} <= set(summary)
+    if condition == "oracle":
+        assert all(r["train_tokens"] > 0 for r in records) and summary["mean_train_tokens"] > 0
+        assert any(r["notes"] for r in records)  # the budget cap is recorded
+    if condition == "ttt-self-edit":  # tiny-random writes no valid config: each rejection keeps its reason
+        assert summary["n_rejected"] == 4 and summary["rejections"]
+        assert all(r["rejected"] and r["correct"] is False and r["reward"] == 0.0 for r in records)
+
+
+def test_cli_invalid_tasks_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "tasks.json"
+    bad.write_text(json.dumps({"t1": {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}}))
+    code = main(["arc", "eval", "--condition", "icl", "--tasks-file", str(bad), "--model", "tiny-random", "--out",
+                 str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"seal: error: {bad}: task t1: train[0].input") and "\n" not in err
+
+
+def test_cli_seal_needs_a_policy(tmp_path, capsys):
+    assert main(["arc", "eval", "--condition", "seal", "--out", str(tmp_path)]) == 2
+    assert "--policy" in capsys.readouterr().err
+
+
+def test_max_grid_filter_gives_a_cpu_sized_set():
+    tasks = load_arc_tasks("seal-eval", max_grid=10)
+    assert [t.id for t in tasks] == ["66e6c45b", "68b67ca3", "af24b4cc", "b1fc8b8e", "c7d4e6ad"]
+
+
+def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):
+    from seal.domains.arc.evaluate import run_arc_train
+    from seal.engine.lora import TrainConfig
+    from seal.loops.restem import RestEMConfig
+    from seal.runs import AppendOnlyLog
+
+    config = tiny_config("seal", tasks="6150a2bd")
+    restem = RestEMConfig(rounds=1, k=2, sampling=config.sampling, sft=TrainConfig(epochs=1), lora=config.lora)
+    summaries = run_arc_train(config, restem, "44f52bb0,5582e5ca", tmp_path, resume=False, progress=False)
+    assert [s["n_tasks"] for s in summaries] == [1, 1]
+    rewards = AppendOnlyLog(tmp_path / "round-1" / "rewards.jsonl").records()
+    assert sorted(r["unit"] for r in rewards) == sorted(
+        f"{t}/{i}" for t in ("44f52bb0", "5582e5ca") for i in ("baseline", 0, 1)
+    )
+    assert (tmp_path / "round-1" / "policy" / "config.json").exists()
+    assert RunDirectory(tmp_path / "round-1" / "eval").summary()["model"] == str(tmp_path / "round-1" / "policy")
