@@ -3,11 +3,12 @@
 # step leaves a complete side-by-side table (each run resumes the previous step's directory).
 #
 #   benchmarks/knowledge_conditions.sh [MODEL] [OUT] [STEPS...]
-#   e.g. benchmarks/knowledge_conditions.sh smollm2-135m runs/conditions 10 25 50
+#   e.g. benchmarks/knowledge_conditions.sh smollm2-135m benchmarks/results/knowledge_conditions 10 25 50
+# The run directories are committed, so a later run resumes instead of recomputing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-smollm2-135m}
-OUT=${2:-runs/conditions}
+OUT=${2:-benchmarks/results/knowledge_conditions}
 shift $(( $# < 2 ? $# : 2 ))
 STEPS=${*:-10 25 50}
 SEAL=${SEAL:-.venv/bin/seal}
