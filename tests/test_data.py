@@ -3,6 +3,7 @@ import json
 import pytest
 
 from seal.domains.knowledge.data import DataError, demo_data_path, load_passages, passage_id
+from seal.inputs import InputError
 from tests.conftest import PASSAGES, SHARED_DATA
 
 
@@ -54,7 +55,7 @@ def test_accepts_self_edit_schema(self_edit_file):
 )
 def test_malformed_input_names_file_item_and_field(tmp_path, payload, message):
     path = write(tmp_path, payload)
-    with pytest.raises(DataError) as error:
+    with pytest.raises(InputError) as error:
         load_passages(path)
     text = str(error.value)
     assert path in text and message in text and "\n" not in text

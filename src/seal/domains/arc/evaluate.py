@@ -22,8 +22,8 @@ from seal.domains.arc.selfedit import TTTConfig
 from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import AdapterSlot, LoraConfig
 from seal.loops.restem import RestEMConfig, run_restem
-from seal.loops.scoring import Candidate, score_items, unit_key
-from seal.models import EMBEDDED_MODEL, load_model
+from seal.loops.scoring import Candidate, score_with_model
+from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
 from seal.seeding import unit_seed
 from seal.stats import pooled_accuracy_ci
@@ -70,24 +70,20 @@ def run_arc_eval(config: ArcEvalConfig, out: str | Path, resume: bool = False, p
     tasks = select_tasks(config)
     run = RunDirectory(out)
     run.start({"task": "arc-eval", **asdict(config)}, resume)
-    k = config.configs_per_task
-    wanted = {unit_key(t.id, i) for t in tasks for i in range(k)}
-    if wanted - run.completed_units():
-        loaded = load_model(config.model)
-        slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
-        domain = ArcDomain(config.budget)
-        score_items(
-            run,
-            slot,
-            domain,
-            tasks,
-            k,
-            lambda task: _candidates(config, slot, domain, task),
-            seed=config.seed,
-            label={"condition": config.condition},
-            describe=lambda task: {"task_id": task.id},
-            progress=progress,
-        )
+    domain = ArcDomain(config.budget)
+    score_with_model(
+        run,
+        config.model,
+        config.lora,
+        domain,
+        tasks,
+        config.configs_per_task,
+        lambda slot, task: _candidates(config, slot, domain, task),
+        seed=config.seed,
+        label={"condition": config.condition},
+        describe=lambda task: {"task_id": task.id},
+        progress=progress,
+    )
     summary = summarise(run.records(), config, [t.id for t in tasks])
     run.write_summary(summary)
     return summary

@@ -8,17 +8,18 @@ the ``external`` condition trains on.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from seal.inputs import InputError, read_json
+
 Split = Literal["all", "eval", "train"]
 SPLITS: tuple[str, ...] = ("all", "eval", "train")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Malformed input data; the message names the file, item and field."""
 
 
@@ -61,12 +62,7 @@ def demo_data_path() -> Path:
 def load_passages(path: str | Path, split: Split = "all") -> list[Passage]:
     """Read and validate a passage file, then keep the requested split, in file order."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
+    raw = read_json(path)
     if not isinstance(raw, list) or not raw:
         raise DataError(f"{path}: expected a non-empty JSON list of passages")
     passages = [_parse_passage(path, index, item) for index, item in enumerate(raw)]

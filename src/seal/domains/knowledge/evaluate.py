@@ -23,8 +23,8 @@ from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig
 from seal.grading import Grader, JudgeGrader, OfflineGrader
-from seal.loops.scoring import Candidate, score_items, unit_key
-from seal.models import EMBEDDED_MODEL, load_model
+from seal.loops.scoring import Candidate, score_with_model
+from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
 from seal.seeding import unit_seed
 from seal.stats import pooled_accuracy_ci
@@ -122,28 +122,20 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress
     grader = make_grader(config)
     run = RunDirectory(out)
     run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
-    k = config.self_edits_per_passage
-    wanted = {unit_key(p.id, i) for p in passages for i in range(k)}
-
-    if wanted - run.completed_units():
-        loaded = load_model(config.model)
-        slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
-        domain = KnowledgeDomain(
-            grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens
-        )
-        score_items(
-            run,
-            slot,
-            domain,
-            passages,
-            k,
-            lambda passage: _candidates(config, slot, domain, passage),
-            seed=config.seed,
-            label={"condition": config.condition},
-            describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
-            progress=progress,
-        )
-
+    domain = KnowledgeDomain(grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens)
+    score_with_model(
+        run,
+        config.model,
+        config.lora,
+        domain,
+        passages,
+        config.self_edits_per_passage,
+        lambda slot, passage: _candidates(config, slot, domain, passage),
+        seed=config.seed,
+        label={"condition": config.condition},
+        describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
+        progress=progress,
+    )
     selected = {p.id for p in passages}
     summary = summarise([r for r in run.records() if r["passage_id"] in selected], config)
     run.write_summary(summary)
