@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from seal.domain import Domain, Rejection, Update
+from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import AdapterSlot, LoraConfig
 from seal.loops.inner import evaluate
 from seal.models import load_model
@@ -19,6 +20,15 @@ from seal.seeding import unit_seed
 
 Candidate = tuple[str | None, Update | Rejection | None]
 """(self-edit text or None, the update it asks for; None: score the model as it is)."""
+
+
+def sampled_candidates(
+    slot: AdapterSlot, domain: Domain, item: Any, k: int, sampling: SamplingConfig, seed: int
+) -> list[Candidate]:
+    """K self-edits sampled from the model in ``slot`` (one seeded call per item), with their updates."""
+    item_seed = unit_seed(seed, domain.item_id(item), "sample")
+    texts = sample(slot.model, slot.tokenizer, domain.prompt(item), k, sampling, item_seed)
+    return [(text, domain.to_update(item, text)) for text in texts]
 
 
 def unit_key(item_id: str, index: int) -> str:

@@ -19,13 +19,12 @@ from seal.domains.arc.data import load_arc_tasks
 from seal.domains.arc.domain import ArcDomain, Budget
 from seal.domains.arc.grids import Task
 from seal.domains.arc.selfedit import TTTConfig
-from seal.engine.generation import SamplingConfig, sample
+from seal.engine.generation import SamplingConfig
 from seal.engine.lora import AdapterSlot, LoraConfig
 from seal.loops.restem import RestEMConfig, run_restem
-from seal.loops.scoring import Candidate, score_with_model
+from seal.loops.scoring import Candidate, sampled_candidates, score_with_model
 from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
-from seal.seeding import unit_seed
 from seal.stats import pooled_accuracy_ci
 
 ARC_CONDITIONS = ("icl", "ttt-self-edit", "seal", "oracle")
@@ -94,9 +93,7 @@ def _candidates(config: ArcEvalConfig, slot: AdapterSlot, domain: ArcDomain, tas
         return [(None, None)]
     if config.condition == "oracle":
         return [(c.to_json(), domain.ttt_update(task, c)) for c in ORACLE_GRID]
-    seed = unit_seed(config.seed, task.id, "sample")
-    texts = sample(slot.model, slot.tokenizer, domain.prompt(task), config.k, config.sampling, seed)
-    return [(text, domain.to_update(task, text)) for text in texts]
+    return sampled_candidates(slot, domain, task, config.k, config.sampling, config.seed)
 
 
 def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: list[str]) -> dict[str, Any]:

@@ -20,13 +20,12 @@ import numpy as np
 from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
-from seal.engine.generation import SamplingConfig, sample
+from seal.engine.generation import SamplingConfig
 from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig
 from seal.grading import Grader, JudgeGrader, OfflineGrader
-from seal.loops.scoring import Candidate, score_with_model
+from seal.loops.scoring import Candidate, sampled_candidates, score_with_model
 from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
-from seal.seeding import unit_seed
 from seal.stats import pooled_accuracy_ci
 
 log = logging.getLogger(__name__)
@@ -149,13 +148,8 @@ def _candidates(config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, 
     if config.condition == "passage":
         return [(None, domain.baseline_update(passage))]
     if config.condition == "external":
-        self_edits = passage.self_edits
-    else:
-        seed = unit_seed(config.seed, passage.id, "sample")
-        self_edits = tuple(
-            sample(slot.model, slot.tokenizer, domain.prompt(passage), config.n_self_edits, config.sampling, seed)
-        )
-    return [(text, domain.to_update(passage, text)) for text in self_edits]
+        return [(text, domain.to_update(passage, text)) for text in passage.self_edits]
+    return sampled_candidates(slot, domain, passage, config.n_self_edits, config.sampling, config.seed)
 
 
 def config_record(config: EvalConfig) -> dict[str, Any]:
