@@ -115,9 +115,6 @@ class RunDirectory:
     def summary(self) -> dict[str, Any]:
         return json.loads((self.path / self.SUMMARY).read_text())
 
-    def config(self) -> dict[str, Any]:
-        return json.loads((self.path / self.CONFIG).read_text())
-
 
 def json_safe(value: Any) -> Any:
     """Undefined numbers (NaN) become null, so files and printed JSON stay standard JSON."""

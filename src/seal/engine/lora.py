@@ -198,7 +198,3 @@ class AdapterSlot:
             yield self.train(examples, config, seed, progress)
         finally:
             self.model.base_model.disable_adapter_layers()
-
-    def save_adapter(self, directory: str) -> None:
-        """Write the current adapter in PEFT format (loadable by peft and vLLM)."""
-        self.model.save_pretrained(directory, selected_adapters=[ADAPTER])
