@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 
-import seal.domains.arc.domain as arc_domain
 from seal.cli import main
 from seal.domain import Rejection
 from seal.domains.arc.augment import INVERTIBLE_FOR_VOTING
@@ -79,21 +78,16 @@ def test_ttt_update_is_deterministic_budgeted_and_masks_as_asked():
     assert not plain.notes
 
 
-def test_voting_maps_answers_back(monkeypatch, tiny):
+def test_voting_maps_answers_back():
     task = flip_task()
     truth = task.test[0].output
-
-    def answers_in_each_frame(model, tokenizer, prompts, sampling, batch_size):
-        assert len(prompts) == len(INVERTIBLE_FOR_VOTING)
-        return [f"Here:\n{grid_to_text(t(truth))}\n" for t in INVERTIBLE_FOR_VOTING]
-
-    monkeypatch.setattr(arc_domain, "generate", answers_in_each_frame)
-    slot = type("Slot", (), {"model": None, "tokenizer": tiny.tokenizer})()
-    score = ArcDomain().score(slot, task)
+    queries = ArcDomain().queries(task)
+    assert len(queries.messages) == len(task.test) * len(INVERTIBLE_FOR_VOTING)
+    in_each_frame = [f"Here:\n{grid_to_text(t(truth))}\n" for t in INVERTIBLE_FOR_VOTING]
+    score = ArcDomain().grade(task, in_each_frame)
     assert score.reward == 1.0 and score.details[0]["votes"] == len(INVERTIBLE_FOR_VOTING)
 
-    monkeypatch.setattr(arc_domain, "generate", lambda *a, **k: ["no idea"] * len(INVERTIBLE_FOR_VOTING))
-    score = ArcDomain().score(slot, task)
+    score = ArcDomain().grade(task, ["no idea"] * len(INVERTIBLE_FOR_VOTING))
     assert score.reward == 0.0 and score.details[0]["answer"] is None
 
 

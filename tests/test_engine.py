@@ -1,15 +1,17 @@
 import hashlib
 import random
+from contextlib import nullcontext
 
 import pytest
 import torch
 
 from seal.engine.generation import SamplingConfig, generate, render_prompt
 from seal.engine.lora import (
-    AdapterSlot,
+    LoraBank,
     LoraConfig,
     TrainConfig,
     TrainingExample,
+    TrainJob,
     _collate,
     length_grouped_batches,
     tokenize_example,
@@ -21,65 +23,128 @@ EXAMPLES = [
     TrainingExample("", "Varnholt Bridge\nIt spans 340 metres."),
     TrainingExample("", "Quenalite\nQuenalite is a green mineral."),
 ]
+OTHER = [
+    TrainingExample("Which mineral?", "Quenalite, a green one"),
+    TrainingExample("", "Ferrowick Hall\nBuilt 1902."),
+]
 FAST = TrainConfig(learning_rate=1e-2, epochs=2, batch_size=2)
+PROBE = ["The bridge was completed in", "Quenalite is a"]
+
+
+def new_bank(n_slots: int = 1) -> LoraBank:
+    loaded = load_model("tiny-random")
+    return LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8), n_slots=n_slots)
 
 
 @pytest.fixture(scope="module")
-def slot():
-    loaded = load_model("tiny-random")
-    return AdapterSlot(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8))
+def bank():
+    return new_bank(n_slots=3)
 
 
-def base_fingerprint(slot: AdapterSlot) -> str:
+def base_fingerprint(bank: LoraBank) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(slot.model.state_dict().items()):
-        if "lora_" not in name:
+    for name, tensor in sorted(bank.model.state_dict().items()):
+        if ".lora_" not in name:
             digest.update(name.encode())
             digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()
 
 
-def logits(slot: AdapterSlot) -> torch.Tensor:
-    ids = slot.tokenizer("The bridge was completed in", return_tensors="pt")
-    with torch.no_grad():
-        return slot.model(**ids).logits
+def logits(bank: LoraBank, slots: list[int | None] | None = None) -> torch.Tensor:
+    """Last-token logits of the probe prompts, row i through adapter slots[i] (None: unrouted)."""
+    bank.tokenizer.padding_side = "left"
+    ids = bank.tokenizer(PROBE, return_tensors="pt", padding=True)
+    with torch.no_grad(), bank.routed(slots) if slots else nullcontext():
+        return bank.model(**ids).logits[:, -1]
 
 
-def test_update_leaves_base_weights_bit_identical_and_is_discarded(slot):
-    before_weights, before_logits = base_fingerprint(slot), logits(slot)
-    with slot.updated(EXAMPLES, FAST, seed=0) as stats:
-        assert stats.steps == 4 and stats.tokens > 0
-        assert not torch.allclose(logits(slot), before_logits)  # the update changes the model
-    assert base_fingerprint(slot) == before_weights
-    assert torch.equal(logits(slot), before_logits)  # and is gone afterwards
+def adapter_weights(bank: LoraBank, slot: int) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in bank.slot_parameters(slot)]
 
 
-def test_only_lora_parameters_train(slot):
-    names = [n for n, p in slot.model.named_parameters() if p.requires_grad]
-    assert names == []  # adapter is off outside an update
-    with slot.updated(EXAMPLES, FAST, seed=0):
-        names = [n for n, p in slot.model.named_parameters() if p.requires_grad]
-        assert names and all("lora_" in n for n in names)
-        assert {n.split(".")[-4] for n in names if "lora_A" in n} == set(LoraConfig().target_modules)
+def test_an_update_changes_only_its_rows_and_leaves_base_weights_bit_identical(bank):
+    before_weights, before = base_fingerprint(bank), logits(bank)
+    (stats,) = bank.train([TrainJob(1, EXAMPLES, FAST, seed=0)])
+    assert stats.steps == 4 and stats.tokens > 0
+    assert not torch.allclose(logits(bank, [1, 1]), before)  # the update changes the model
+    assert torch.equal(logits(bank, [None, None]), before)  # rows routed to no adapter are the base model
+    assert torch.equal(logits(bank), before)  # and so is the model outside a routed block
+    assert base_fingerprint(bank) == before_weights
 
 
-def test_same_seed_same_update(slot):
-    losses = []
+def test_only_the_trained_slots_get_gradients_and_are_frozen_afterwards(bank):
+    before = [adapter_weights(bank, slot) for slot in range(3)]
+    bank.train([TrainJob(0, EXAMPLES, FAST, seed=1), TrainJob(2, OTHER, FAST, seed=2)])
+    after = [adapter_weights(bank, slot) for slot in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(before[1], after[1]))  # slot 1 untouched
+    assert not any(torch.equal(a, b) for a, b in zip(before[0][1::2], after[0][1::2]))  # every B of slot 0 moved
+    assert not any(p.requires_grad for p in bank.model.parameters())
+    assert len(bank.layers) == 2 * len(LoraConfig().target_modules)  # tiny-random has 2 layers
+
+
+def test_same_seed_same_update(bank):
+    runs = []
     for _ in range(2):
-        with slot.updated(EXAMPLES, FAST, seed=7) as stats:
-            losses.append((stats.final_loss, logits(slot)))
-    assert losses[0][0] == losses[1][0]
-    assert torch.equal(losses[0][1], losses[1][1])
+        (stats,) = bank.train([TrainJob(0, EXAMPLES, FAST, seed=7)])
+        runs.append((stats.final_loss, logits(bank, [0, 0])))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])
 
 
-def test_training_lowers_the_loss_on_its_data(slot):
-    few = TrainConfig(learning_rate=5e-2, epochs=1, batch_size=3)
-    many = TrainConfig(learning_rate=5e-2, epochs=10, batch_size=3)
-    with slot.updated(EXAMPLES, few, seed=0) as short:
-        pass
-    with slot.updated(EXAMPLES, many, seed=0) as long:
-        pass
+def test_training_lowers_the_loss_on_its_data(bank):
+    (short,) = bank.train([TrainJob(0, EXAMPLES, TrainConfig(learning_rate=5e-2, epochs=1, batch_size=3), seed=0)])
+    (long,) = bank.train([TrainJob(0, EXAMPLES, TrainConfig(learning_rate=5e-2, epochs=10, batch_size=3), seed=0)])
     assert long.final_loss < short.final_loss - 0.1
+
+
+def test_training_together_equals_training_one_at_a_time():
+    """Different examples, seeds, learning rates, epochs and batch sizes in one joint pass."""
+    jobs = [
+        TrainJob(0, EXAMPLES, TrainConfig(learning_rate=1e-2, epochs=3, batch_size=1), seed=3),
+        TrainJob(1, OTHER, TrainConfig(learning_rate=3e-3, epochs=5, batch_size=2), seed=4),
+        TrainJob(2, EXAMPLES[:1], TrainConfig(learning_rate=2e-2, epochs=2, batch_size=1), seed=5),
+    ]
+    together = new_bank(n_slots=3)
+    joint_stats = together.train(jobs)
+    alone = new_bank(n_slots=1)
+    for job, joint in zip(jobs, joint_stats):
+        (single,) = alone.train([TrainJob(0, job.examples, job.config, job.seed)])
+        assert (joint.steps, joint.tokens) == (single.steps, single.tokens)
+        assert joint.final_loss == pytest.approx(single.final_loss, rel=1e-4)
+        for a, b in zip(adapter_weights(together, job.slot), adapter_weights(alone, 0)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(logits(together, [job.slot] * 2), logits(alone, [0, 0]), rtol=1e-4, atol=1e-4)
+
+
+def test_rows_of_one_batch_go_through_their_own_adapters(bank):
+    bank.train([TrainJob(0, EXAMPLES, FAST, seed=0), TrainJob(2, OTHER, FAST, seed=1)])
+    mixed = logits(bank, [2, None])
+    torch.testing.assert_close(mixed[0], logits(bank, [2, 2])[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed[1], logits(bank)[1], rtol=1e-5, atol=1e-5)
+    reversed_order = logits(bank, [2, 0])
+    torch.testing.assert_close(reversed_order[1], logits(bank, [0, 0])[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_merged_and_saved_adapter_is_the_routed_model(tmp_path):
+    bank = new_bank(n_slots=2)
+    bank.train([TrainJob(1, EXAMPLES, FAST, seed=0)])
+    routed = logits(bank, [1, 1])
+    bank.merge(1)
+    torch.testing.assert_close(logits(bank), routed, rtol=1e-4, atol=1e-4)
+    bank.save_pretrained(tmp_path / "policy")
+    reloaded = load_model(str(tmp_path / "policy"))
+    assert not any("lora" in name for name in reloaded.model.state_dict())
+    plain = LoraBank(reloaded.model, reloaded.tokenizer, LoraConfig(rank=4, alpha=8))
+    torch.testing.assert_close(logits(plain), routed, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_jobs_and_banks_are_refused(bank):
+    with pytest.raises(ValueError, match="distinct slots"):
+        bank.train([TrainJob(0, EXAMPLES, FAST, 0), TrainJob(0, OTHER, FAST, 1)])
+    with pytest.raises(ValueError, match="distinct slots"):
+        bank.train([TrainJob(3, EXAMPLES, FAST, 0)])
+    with pytest.raises(ValueError, match="at least one slot"):
+        new_bank(n_slots=0)
 
 
 def test_loss_mask_is_positional(tiny):
@@ -122,6 +187,21 @@ def test_batched_generation_matches_one_by_one():
     together = generate(smol.model, smol.tokenizer, prompts, greedy, batch_size=2)
     alone = [generate(smol.model, smol.tokenizer, [p], greedy)[0] for p in prompts]
     assert together == alone and all(together)
+
+
+def test_routed_generation_matches_each_adapter_alone():
+    smol = load_model("smollm2-135m")
+    bank = LoraBank(smol.model, smol.tokenizer, LoraConfig(rank=4, alpha=8), n_slots=2)
+    bank.train([TrainJob(0, EXAMPLES, TrainConfig(learning_rate=1e-2, epochs=2), seed=0)])
+    prompts = [
+        render_prompt(smol.tokenizer, f"Who completed the Varnholt Bridge?{s}") for s in ("", " Answer briefly.")
+    ]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=8)
+    mixed = bank.generate(prompts * 2, [0, 0, None, None], greedy)
+    adapted = bank.generate(prompts, [0, 0], greedy)
+    plain = generate(smol.model, smol.tokenizer, prompts, greedy)
+    assert mixed == adapted + plain
+    assert adapted != plain  # the adapter is really used
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny):

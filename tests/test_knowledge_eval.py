@@ -110,14 +110,18 @@ def test_same_seed_same_numbers(tmp_path, squad_file):
     assert a == b
 
 
+def without_timings(records):
+    return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in records)
+
+
 def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, monkeypatch):
     straight = config(squad_file, condition="self-edit", n_self_edits=2)
-    run_eval(straight, tmp_path / "straight", progress=False)
+    run_eval(straight, tmp_path / "straight", progress=False, parallel=1)
 
-    import seal.loops.scoring as evaluate_module
+    from seal.loops.inner import InnerLoop
 
     calls = {"n": 0}
-    real_evaluate = evaluate_module.evaluate
+    real_evaluate = InnerLoop.evaluate
 
     def dies_on_third(*args, **kwargs):
         calls["n"] += 1
@@ -125,34 +129,62 @@ def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, mo
             raise KeyboardInterrupt  # the run is killed in the middle of its third unit
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "evaluate", dies_on_third)
+    monkeypatch.setattr(InnerLoop, "evaluate", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(straight, tmp_path / "resumed", progress=False)
+        run_eval(straight, tmp_path / "resumed", progress=False, parallel=1)
     assert len(RunDirectory(tmp_path / "resumed").completed_units()) == 2
-    monkeypatch.setattr(evaluate_module, "evaluate", real_evaluate)
-    run_eval(straight, tmp_path / "resumed", resume=True, progress=False)
+    monkeypatch.setattr(InnerLoop, "evaluate", real_evaluate)
+    run_eval(straight, tmp_path / "resumed", resume=True, progress=False, parallel=1)
+    assert without_timings(RunDirectory(tmp_path / "resumed").records()) == without_timings(
+        RunDirectory(tmp_path / "straight").records()
+    )
 
-    def strip(records):
-        return sorted((json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in records))
 
-    assert strip(RunDirectory(tmp_path / "resumed").records()) == strip(RunDirectory(tmp_path / "straight").records())
+def test_scoring_updates_together_gives_the_same_records_as_one_at_a_time(tmp_path, squad_file):
+    cfg = config(squad_file, condition="self-edit", n_self_edits=2)
+    one = run_eval(cfg, tmp_path / "one", progress=False, parallel=1)
+    together = run_eval(cfg, tmp_path / "together", progress=False, parallel=3)
+    assert one == together
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "train_loss")} for r in rs]  # noqa: E731
+    records = {name: RunDirectory(tmp_path / name).records() for name in ("one", "together")}
+    assert strip(records["one"]) == strip(records["together"])
+    losses = {name: [r["train_loss"] for r in rs] for name, rs in records.items()}
+    assert losses["together"] == pytest.approx(losses["one"], rel=1e-4)
 
 
 def test_a_failing_unit_is_recorded_and_the_run_goes_on(tmp_path, squad_file, monkeypatch):
     from seal.domains.knowledge.domain import KnowledgeDomain
 
-    real_score = KnowledgeDomain.score
+    real_grade = KnowledgeDomain.grade
 
-    def flaky(self, slot, passage):
+    def flaky(self, passage, answers):
         if passage.title == "Quenalite":
             raise RuntimeError("grader exploded")
-        return real_score(self, slot, passage)
+        return real_grade(self, passage, answers)
 
-    monkeypatch.setattr(KnowledgeDomain, "score", flaky)
-    summary = run_eval(config(squad_file, condition="base"), tmp_path, progress=False)
-    failed = [r for r in RunDirectory(tmp_path).records() if r["title"] == "Quenalite"]
+    monkeypatch.setattr(KnowledgeDomain, "grade", flaky)
+    summary = run_eval(config(squad_file, condition="passage"), tmp_path, progress=False)
+    records = RunDirectory(tmp_path).records()
+    failed = [r for r in records if r["title"] == "Quenalite"]
     assert failed and all(r["rejected"] == "error: RuntimeError: grader exploded" for r in failed)
+    assert all(r["rejected"] is None for r in records if r["title"] != "Quenalite")
     assert summary["n_passages"] == 2 and summary["n_rejected_self_edits"] == 1
+
+
+def test_a_group_that_fails_in_training_is_retried_one_update_at_a_time(tmp_path, squad_file, monkeypatch):
+    from seal.engine.lora import LoraBank
+
+    real_train = LoraBank.train
+
+    def fails_for_quenalite(self, jobs, progress=None):
+        if any("Quenalite" in e.completion for job in jobs for e in job.examples):
+            raise RuntimeError("NaN loss")
+        return real_train(self, jobs, progress)
+
+    monkeypatch.setattr(LoraBank, "train", fails_for_quenalite)
+    run_eval(config(squad_file, condition="passage"), tmp_path, progress=False, parallel=2)
+    rejected = {r["title"]: r["rejected"] for r in RunDirectory(tmp_path).records()}
+    assert rejected == {"Varnholt Bridge": None, "Quenalite": "error: RuntimeError: NaN loss"}
 
 
 def test_rerun_after_a_failed_model_load_is_not_locked(tmp_path, squad_file):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal.domain import Rejection, Score, Update
+from seal.domain import Queries, Rejection, Score, Update
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig, TrainingExample
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem, select_self_edits
@@ -23,7 +23,12 @@ TARGET = "The Varnholt Bridge was completed in 1871."
 
 @dataclass
 class ToyDomain:
-    """Reward = how much an update lowers the model's loss on a fixed sentence: graded, cheap, model-dependent."""
+    """Reward = how varied the text is that the updated model writes after a fixed prompt (distinct letters).
+
+    Graded, cheap and model-dependent.
+
+    (tiny-random's untrained greedy output is special tokens only, so the reward comes from the update.)
+    """
 
     name = "toy"
 
@@ -41,11 +46,11 @@ class ToyDomain:
     def baseline_update(self, item: str) -> Update:
         return Update((TrainingExample("", item),), TrainConfig(learning_rate=5e-2, epochs=2))
 
-    def score(self, slot, item: str) -> Score:
-        ids = slot.tokenizer(TARGET, return_tensors="pt")
-        with torch.no_grad():
-            loss = slot.model(**ids, labels=ids["input_ids"]).loss.item()
-        return Score(reward=max(0.0, 11.0 - loss), details=[{"loss": loss}])
+    def queries(self, item: str) -> Queries:
+        return Queries((TARGET,), max_new_tokens=12)
+
+    def grade(self, item: str, answers: list[str]) -> Score:
+        return Score(reward=min(1.0, len(set(answers[0]) - {" "}) / 30), details=[{"answer": answers[0]}])
 
     def rejected_score(self, item: str, reason: str) -> Score:
         return Score(reward=0.0, details=[])

@@ -17,11 +17,13 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
 from seal.loops.restem import RestEMConfig
+from seal.loops.scoring import PARALLEL
 from seal.models import EMBEDDED_MODEL
 from seal.models.loading import ModelLoadError
 from seal.runs import RunError, json_safe
 
 DEMO_CONDITIONS = ("base", "passage", "self-edit")
+PARALLEL_HELP = "updates trained and scored together in one pass (speed only; rewards agree within float precision)"
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,7 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     add("--grader", default=defaults.grader, choices=GRADERS)
     add("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from OPENAI_API_KEY)")
     add("--judge-model", help="judge model name, e.g. gpt-4.1")
+    add("--parallel", type=int, default=PARALLEL, help=PARALLEL_HELP)
     add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
     add("--quiet", action="store_true", help="no progress bars")
 
@@ -74,7 +77,7 @@ def _eval_config(args: argparse.Namespace, **overrides: object) -> EvalConfig:
 def cmd_eval(args: argparse.Namespace) -> None:
     from seal.domains.knowledge.compare import summary_table
 
-    summary = run_eval(_eval_config(args), args.out, resume=args.resume, progress=not args.quiet)
+    summary = run_eval(_eval_config(args), args.out, args.resume, not args.quiet, args.parallel)
     print(summary_table([summary]))
     print(f"\nrun directory: {args.out}")
 
@@ -88,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for condition in DEMO_CONDITIONS:
         config = _eval_config(args, condition=condition, data=str(demo_data_path()), split="all")
         print(f"== {condition}", file=sys.stderr)
-        run_eval(config, out / condition, resume=True, progress=not args.quiet)
+        run_eval(config, out / condition, True, not args.quiet, args.parallel)
         directories.append(out / condition)
     print(compare_runs(directories))
     print(f"\nrun directories: {out}/{{{','.join(DEMO_CONDITIONS)}}}")
@@ -112,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     config = KnowledgeTrainConfig(evaluation, restem, args.n_passages, args.external_self_edits)
-    run_train(config, args.out, resume=args.resume, progress=not args.quiet)
+    run_train(config, args.out, args.resume, not args.quiet, args.parallel)
     print(write_report(args.out).read_text().split("Paired differences")[0].strip())
     print(f"\nreport: {Path(args.out) / 'report.md'}")
 
@@ -165,6 +168,7 @@ def _add_arc_options(parser: argparse.ArgumentParser) -> None:
     add("--max-example-tokens", type=int, default=budget.max_example_chars, help="context budget per example")
     add("--max-train-tokens", type=int, default=budget.max_train_tokens, help="TTT tokens per self-edit (x epochs)")
     add("--seed", type=int, default=defaults.seed)
+    add("--parallel", type=int, default=PARALLEL, help=PARALLEL_HELP)
     add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
     add("--quiet", action="store_true", help="no progress bars")
 
@@ -194,7 +198,7 @@ def cmd_arc_eval(args: argparse.Namespace) -> None:
         raise ValueError("--condition seal needs --policy DIR (a policy from `seal arc train`)")
     model = args.policy if args.condition == "seal" else args.model
     config = _arc_config(args, condition=args.condition, tasks=args.tasks, model=model)
-    summary = run_arc_eval(config, args.out, resume=args.resume, progress=not args.quiet)
+    summary = run_arc_eval(config, args.out, args.resume, not args.quiet, args.parallel)
     print(json.dumps(summary, indent=2))
     print(f"\nrun directory: {args.out}")
 
@@ -215,7 +219,7 @@ def cmd_arc_train(args: argparse.Namespace) -> None:
         lora=config.lora,
         seed=args.seed,
     )
-    summaries = run_arc_train(config, restem, args.tasks, args.out, args.resume, not args.quiet)
+    summaries = run_arc_train(config, restem, args.tasks, args.out, args.resume, not args.quiet, args.parallel)
     for round_index, summary in enumerate(summaries):
         lo, hi = summary["ci95"]
         print(f"round {round_index}: success rate {summary['success_rate']:.1%} [{lo:.1%}, {hi:.1%}]")
@@ -305,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "parallel", 1) < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)

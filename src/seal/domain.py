@@ -1,8 +1,9 @@
 """The contract between the SEAL core and a domain (knowledge incorporation, ARC, ...).
 
-A domain says what the policy sees, how a self-edit becomes a weight update, and how the
-(possibly updated) model is scored. Everything else (sampling self-edits, applying updates as
-fresh LoRA adapters, ReST-EM, run directories) is the core's, written once.
+A domain says what the policy sees, how a self-edit becomes a weight update, what the (possibly
+updated) model is asked and how its answers are graded. Everything else (sampling self-edits,
+applying updates as fresh LoRA adapters, answering, ReST-EM, run directories) is the core's,
+written once, so the core can batch the work of many items and updates together.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
+from seal.engine.lora import TrainConfig, TrainingExample
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class Rejection:
     """A self-edit that cannot become an update; it earns reward 0 and the reason is recorded."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Queries:
+    """What the model is asked to score an item: user messages, each answered greedily."""
+
+    messages: tuple[str, ...]
+    max_new_tokens: int
 
 
 @dataclass
@@ -55,8 +64,10 @@ class Domain(Protocol[ItemT]):
         """The update a useful self-edit must beat (knowledge: the passage alone; None: no update)."""
         ...
 
-    def score(self, slot: AdapterSlot, item: ItemT) -> Score:
-        """Score the model as it is now (with or without an active adapter)."""
+    def queries(self, item: ItemT) -> Queries: ...
+
+    def grade(self, item: ItemT, answers: list[str]) -> Score:
+        """The reward of the answers to ``queries(item).messages``, in order."""
         ...
 
     def rejected_score(self, item: ItemT, reason: str) -> Score:

@@ -1,1 +1,1 @@
-"""SEAL domains: each supplies prompt(item), to_update(item, text) and score(slot, item)."""
+"""SEAL domains: each supplies prompt(item), to_update(item, text), queries(item) and grade(item, answers)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,11 +62,14 @@ def generate(
     *,
     batch_size: int = 16,
     seed: int | None = None,
+    route: Callable[[list[int]], AbstractContextManager] | None = None,
 ) -> list[str]:
     """Complete each rendered prompt; returns only the new text, special tokens removed.
 
     Prompts are grouped by length before batching so padding stays small; outputs come back in
     input order. With a ``seed``, sampling is reproducible for the same prompts and batch size.
+    ``route(indices)``, given the prompt indices of a batch in row order, returns the context in
+    which that batch is generated (e.g. which LoRA adapter each row goes through).
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -81,16 +85,17 @@ def generate(
         for row, i in enumerate(indices):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             attention_mask[row, width - len(encoded[i]) :] = 1
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=sampling.temperature > 0,
-            temperature=sampling.temperature if sampling.temperature > 0 else None,
-            top_p=sampling.top_p if sampling.temperature > 0 else None,
-            top_k=None,
-            pad_token_id=pad_id,
-        )
+        with route(indices) if route else nullcontext():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sampling.temperature > 0,
+                temperature=sampling.temperature if sampling.temperature > 0 else None,
+                top_p=sampling.top_p if sampling.temperature > 0 else None,
+                top_k=None,
+                pad_token_id=pad_id,
+            )
         for row, i in enumerate(indices):
             completions[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
     return completions

@@ -1,8 +1,15 @@
-"""LoRA updates on frozen base weights: one adapter slot, re-initialised for every update.
+"""LoRA updates on frozen base weights, many adapters at once.
 
-The model is wrapped with PEFT once. Every update re-initialises the adapter (seeded), trains it
-with a plain PyTorch loop, is used, then switched off. No model re-creation and no ``Trainer`` per
-update; the base weights never receive gradients, so they stay bit-identical.
+:class:`LoraBank` wraps every target linear layer of a model in a :class:`MultiLoraLinear` holding
+``n_slots`` independent low-rank adapters. Each row of a batch is routed to one slot, or to none
+(the base model). So K updates train in one forward/backward pass over one copy of the base
+weights, and then answer in one batched generation, instead of K passes. Each slot has its own
+examples, seed, learning rate, epochs and batch size, and trains as it would alone: the rows of
+different slots never mix (attention is per row, the loss is a sum of per-slot means), so the
+result differs from one-at-a-time training only by floating-point summation order.
+
+No model is re-created and no ``Trainer`` is built per update. The base weights never receive
+gradients and stay bit-identical unless a slot is explicitly merged into them (:meth:`LoraBank.merge`).
 """
 
 from __future__ import annotations
@@ -12,18 +19,16 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model
-from peft.tuners.lora import LoraLayer
+from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from seal.engine.generation import render_prompt, tokenize_prompt
+from seal.engine.generation import SamplingConfig, generate, render_prompt, tokenize_prompt
 
-ADAPTER = "self_edit"
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -76,7 +81,19 @@ class TrainingExample:
 
 
 @dataclass(frozen=True)
+class TrainJob:
+    """One update to train into adapter ``slot``: its own examples, hyper-parameters and seed."""
+
+    slot: int
+    examples: Sequence[TrainingExample]
+    config: TrainConfig
+    seed: int
+
+
+@dataclass(frozen=True)
 class TrainStats:
+    """``seconds``: this job's share of the joint pass (its wall time divided by the jobs in it)."""
+
     steps: int
     tokens: int
     seconds: float
@@ -119,82 +136,267 @@ def _collate(batch: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, t
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-class AdapterSlot:
-    """A model with one LoRA adapter that can be reset, trained, used and switched off."""
+class Routing:
+    """Which adapter slot each batch row uses (None: the base model), precomputed once per batch.
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lora: LoraConfig = LoraConfig()):
+    Rows are processed grouped by slot: ``order`` sorts them (stable), ``segments`` are the
+    (slot, start, end) runs in that order, ``inverse`` puts the results back.
+    """
+
+    def __init__(self, slots: Sequence[int | None]):
+        self.n_rows = len(slots)
+        order = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
+        self.is_sorted = order == list(range(len(slots)))
+        self.order = torch.tensor(order)
+        self.inverse = torch.argsort(self.order)
+        self.segments: list[tuple[int | None, int, int]] = []
+        for position, row in enumerate(order):
+            if self.segments and self.segments[-1][0] == slots[row]:
+                slot, start, _ = self.segments[-1]
+                self.segments[-1] = (slot, start, position + 1)
+            else:
+                self.segments.append((slots[row], position, position + 1))
+
+
+class _RoutingState:
+    """Shared by every layer of a bank, so one assignment routes the whole model."""
+
+    current: Routing | None = None
+
+
+class MultiLoraLinear(nn.Module):
+    """A frozen linear layer plus ``n_slots`` LoRA adapters: ``y = W x + (alpha / r) * B_s A_s x`` for row slot s."""
+
+    def __init__(self, base: nn.Linear, n_slots: int, lora: LoraConfig, routing: _RoutingState):
+        super().__init__()
+        self.base = base
+        self.scaling = lora.alpha / lora.rank
+        self.dropout = nn.Dropout(lora.dropout)
+        self.lora_a = nn.ParameterList(
+            nn.Parameter(base.weight.new_zeros(base.in_features, lora.rank), requires_grad=False)
+            for _ in range(n_slots)
+        )
+        self.lora_b = nn.ParameterList(
+            nn.Parameter(base.weight.new_zeros(lora.rank, base.out_features), requires_grad=False)
+            for _ in range(n_slots)
+        )
+        self._routing = routing
+
+    def reset(self, slot: int, generator: torch.Generator) -> None:
+        """A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's Kaiming-uniform default), B = 0: the update starts as identity."""
+        bound = 1.0 / math.sqrt(self.base.in_features)
+        with torch.no_grad():
+            a = torch.empty(self.lora_a[slot].shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
+            self.lora_a[slot].copy_(a)
+            self.lora_b[slot].zero_()
+
+    def delta_weight(self, slot: int) -> torch.Tensor:
+        """The slot's update in the base weight's layout (out, in)."""
+        return self.scaling * (self.lora_a[slot] @ self.lora_b[slot]).T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        routing = self._routing.current
+        if routing is None:
+            return out
+        if x.shape[0] != routing.n_rows:
+            raise RuntimeError(f"batch of {x.shape[0]} rows routed with {routing.n_rows} slots")
+        h = self.dropout(x)
+        if not routing.is_sorted:
+            h = h[routing.order]
+        pieces = [
+            out.new_zeros(end - start, *out.shape[1:])
+            if slot is None
+            else (h[start:end] @ self.lora_a[slot]) @ self.lora_b[slot]
+            for slot, start, end in routing.segments
+        ]
+        delta = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if not routing.is_sorted:
+            delta = delta[routing.inverse]
+        return out + self.scaling * delta
+
+
+@dataclass
+class _Plan:
+    """A job's batches over all its epochs, in the order it would see them alone."""
+
+    job: TrainJob
+    tokenized: list[tuple[list[int], int]]
+    batches: list[list[int]]
+    step: int = 0
+    tokens: int = 0
+    loss: float = float("nan")
+
+
+class LoraBank:
+    """A model with ``n_slots`` LoRA adapters that are reset, trained together, used and discarded."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        lora: LoraConfig = LoraConfig(),
+        n_slots: int = 1,
+    ):
+        if n_slots < 1:
+            raise ValueError(f"a LoRA bank needs at least one slot, got {n_slots}")
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        peft_config = PeftLoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        self.model: PeftModel = get_peft_model(model, peft_config, adapter_name=ADAPTER)
+        self.model = model
         self.tokenizer = tokenizer
         self.lora = lora
-        self._lora_layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
-        self.model.base_model.disable_adapter_layers()
-        self.model.eval()
+        self.n_slots = n_slots
+        self._routing = _RoutingState()
+        self.layers: list[MultiLoraLinear] = []
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
+                parent_name, _, attribute = name.rpartition(".")
+                layer = MultiLoraLinear(module, n_slots, lora, self._routing)
+                setattr(model.get_submodule(parent_name), attribute, layer)
+                self.layers.append(layer)
+        if not self.layers:
+            raise ValueError(f"no linear layer named {', '.join(lora.target_modules)} in the model")
+        model.eval()
 
-    def reset(self, seed: int) -> None:
-        """Fresh adapter: A ~ Kaiming-uniform (seeded), B = 0, so the update starts as the identity."""
-        torch.manual_seed(seed)
-        for layer in self._lora_layers:
-            layer.reset_lora_parameters(ADAPTER, init_lora_weights=True)
+    def slot_parameters(self, slot: int) -> list[nn.Parameter]:
+        return [p for layer in self.layers for p in (layer.lora_a[slot], layer.lora_b[slot])]
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for name, p in self.model.named_parameters() if "lora_" in name]
+    def reset(self, slot: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        for layer in self.layers:
+            layer.reset(slot, generator)
 
-    def train(
-        self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int, progress: str | None = None
-    ) -> TrainStats:
-        """Train the (already reset and enabled) adapter on ``examples``; ``progress`` names a progress bar."""
-        tokenized = [tokenize_example(self.tokenizer, e, config.max_seq_len) for e in examples]
+    @contextmanager
+    def routed(self, slots: Sequence[int | None]) -> Iterator[None]:
+        """Within the block, batch row i goes through adapter ``slots[i]`` (None: no adapter)."""
+        self._routing.current = Routing(slots)
+        try:
+            yield
+        finally:
+            self._routing.current = None
+
+    def generate(
+        self,
+        rendered_prompts: Sequence[str],
+        slots: Sequence[int | None],
+        sampling: SamplingConfig,
+        batch_size: int = 32,
+        seed: int | None = None,
+    ) -> list[str]:
+        """:func:`~seal.engine.generation.generate`, prompt i answered through adapter ``slots[i]``."""
+        return generate(
+            self.model,
+            self.tokenizer,
+            rendered_prompts,
+            sampling,
+            batch_size=batch_size,
+            seed=seed,
+            route=lambda rows: self.routed([slots[i] for i in rows]),
+        )
+
+    def train(self, jobs: Sequence[TrainJob], progress: str | None = None) -> list[TrainStats]:
+        """Reset each job's slot with its seed and train all of them in joint steps; ``progress`` names a bar.
+
+        Step t feeds batch t of every job that still has one; job j's learning rate at its step t is
+        ``lr_j * (1 - t / steps_j)``. One AdamW over all slots equals one per slot: it is elementwise,
+        and a slot without a batch in a step has no gradient, so it is skipped.
+        """
+        if len({job.slot for job in jobs}) != len(jobs) or any(not 0 <= job.slot < self.n_slots for job in jobs):
+            raise ValueError(f"jobs need distinct slots in [0, {self.n_slots}), got {[job.slot for job in jobs]}")
+        plans = [self._plan(job) for job in jobs]
+        started = time.perf_counter()
+        training = [plan for plan in plans if plan.batches]
+        if training:
+            self._train(training, progress)
+        share = (time.perf_counter() - started) / max(len(jobs), 1)
+        return [TrainStats(len(p.batches), p.tokens, share if p.batches else 0.0, p.loss) for p in plans]
+
+    def _plan(self, job: TrainJob) -> _Plan:
+        self.reset(job.slot, job.seed)
+        tokenized = [tokenize_example(self.tokenizer, e, job.config.max_seq_len) for e in job.examples]
         tokenized = [t for t in tokenized if len(t[0]) - t[1] > 0]
-        if not tokenized:
-            return TrainStats(steps=0, tokens=0, seconds=0.0, final_loss=float("nan"))
-        steps_per_epoch = math.ceil(len(tokenized) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        parameters = self.trainable_parameters()
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0, fused=True)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
-        shuffler = random.Random(seed)
+        shuffler = random.Random(job.seed)
         lengths = [len(ids) for ids, _ in tokenized]
-        pad_id = self.tokenizer.pad_token_id
-        tokens, loss_value, started = 0, float("nan"), time.perf_counter()
+        batches = [] if not tokenized else [
+            batch for _ in range(job.config.epochs)
+            for batch in length_grouped_batches(lengths, job.config.batch_size, shuffler)
+        ]  # fmt: skip
+        return _Plan(job, tokenized, batches)
+
+    def _train(self, plans: list[_Plan], progress: str | None) -> None:
+        groups = [{"params": self.slot_parameters(p.job.slot), "lr": p.job.config.learning_rate} for p in plans]
+        for group in groups:
+            for parameter in group["params"]:
+                parameter.requires_grad_(True)
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
+        total_steps = max(len(p.batches) for p in plans)
         bar = tqdm(total=total_steps, desc=progress, disable=progress is None, unit="step")
         self.model.train()
         try:
-            for _ in range(config.epochs):
-                for indices in length_grouped_batches(lengths, config.batch_size, shuffler):
-                    batch = _collate([tokenized[i] for i in indices], pad_id)
-                    loss = self.model(**batch).loss
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    tokens += int(batch["attention_mask"].sum())
-                    loss_value = loss.item()
-                    bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-                    bar.update()
+            for step in range(total_steps):
+                active = [(p, g) for p, g in zip(plans, optimizer.param_groups) if step < len(p.batches)]
+                for plan, group in active:
+                    group["lr"] = plan.job.config.learning_rate * (1.0 - step / len(plan.batches))
+                losses = self._joint_step([p for p, _ in active])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                for (plan, _), loss in zip(active, losses):
+                    plan.loss = loss
+                bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+                bar.update()
         finally:
             bar.close()
             self.model.eval()
-        return TrainStats(
-            steps=total_steps, tokens=tokens, seconds=time.perf_counter() - started, final_loss=loss_value
-        )
+            for group in groups:
+                for parameter in group["params"]:
+                    parameter.requires_grad_(False)
 
-    @contextmanager
-    def updated(
-        self, examples: Sequence[TrainingExample], config: TrainConfig, seed: int, progress: str | None = None
-    ) -> Iterator[TrainStats]:
-        """Within the block the model carries a fresh adapter trained on ``examples``; afterwards it is off."""
-        self.reset(seed)
-        self.model.base_model.enable_adapter_layers()
-        try:
-            yield self.train(examples, config, seed, progress)
-        finally:
-            self.model.base_model.disable_adapter_layers()
+    def _joint_step(self, plans: list[_Plan]) -> list[float]:
+        """One forward/backward over the current batch of every plan; returns each plan's mean loss."""
+        rows, slots, owner = [], [], []
+        for index, plan in enumerate(plans):
+            for example in plan.batches[plan.step]:
+                rows.append(plan.tokenized[example])
+                slots.append(plan.job.slot)
+                owner.append(index)
+        batch = _collate(rows, self.tokenizer.pad_token_id)
+        with self.routed(slots):
+            token_losses, token_rows = self._token_losses(batch)
+        row_owner = torch.tensor(owner)
+        token_owner = row_owner[token_rows]
+        counts = torch.bincount(token_owner, minlength=len(plans)).clamp(min=1)
+        per_plan = torch.zeros(len(plans)).index_add(0, token_owner, token_losses) / counts
+        per_plan.sum().backward()
+        row_tokens = batch["attention_mask"].sum(dim=1)
+        for index, plan in enumerate(plans):
+            plan.tokens += int(row_tokens[row_owner == index].sum())
+            plan.step += 1
+        return per_plan.tolist()
+
+    def _token_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of every target token and its row; the vocabulary projection runs on targets only."""
+        hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        targets = batch["labels"][:, 1:]
+        mask = targets != -100
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
+        losses = nn.functional.cross_entropy(logits, targets[mask], reduction="none")
+        return losses, mask.nonzero()[:, 0]
+
+    def merge(self, slot: int) -> None:
+        """Add adapter ``slot`` into the base weights for good (the model is updated in place)."""
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.base.weight += layer.delta_weight(slot).to(layer.base.weight.dtype)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The base model (with whatever was merged into it) as a plain transformers checkpoint."""
+        state = {
+            name.replace(".base.", "."): tensor
+            for name, tensor in self.model.state_dict().items()
+            if ".lora_a." not in name and ".lora_b." not in name
+        }
+        self.model.save_pretrained(directory, state_dict=state)
+        self.tokenizer.save_pretrained(directory)

@@ -1,21 +1,36 @@
-"""SEAL's inner loop: apply an update as a fresh LoRA adapter, score, discard."""
+"""SEAL's inner loop: apply updates as fresh LoRA adapters, score, discard; many updates at a time.
+
+Jobs are scored in groups of up to ``bank.n_slots`` updates: the group trains in one joint pass
+(one adapter slot per update, see :class:`~seal.engine.lora.LoraBank`), then every query of every
+job in the group is answered in one batched generation, each row through its own adapter.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from seal.domain import Domain, Rejection, Score, Update
-from seal.engine.lora import AdapterSlot, TrainStats
+from seal.engine.generation import SamplingConfig, render_prompt
+from seal.engine.lora import LoraBank, TrainJob, TrainStats
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Job:
+    """Score ``item`` after ``update`` (None: the model as it is), trained with ``seed``."""
+
+    item: Any
+    update: Update | Rejection | None
+    seed: int
+
+
 @dataclass
 class Outcome:
-    """What one inner-loop evaluation produced, with where its time went."""
+    """What one inner-loop evaluation produced, with where its time went (its share of its group's)."""
 
     score: Score
     rejected: str | None = None
@@ -38,33 +53,87 @@ class Outcome:
         }
 
 
-def evaluate(slot: AdapterSlot, domain: Domain, item: Any, update: Update | Rejection | None, seed: int) -> Outcome:
-    """Score ``item`` after ``update`` (``None``: the unchanged base model); the adapter is discarded after.
+class InnerLoop:
+    def __init__(self, bank: LoraBank, domain: Domain, answer_batch_size: int = 32):
+        self.bank = bank
+        self.domain = domain
+        self.answer_batch_size = answer_batch_size
 
-    A failure inside one evaluation (a degenerate update, a grader fault) is recorded on its outcome
-    as a rejection with reward 0, and the run goes on; interrupts still stop the run.
-    """
-    try:
-        return _evaluate(slot, domain, item, update, seed)
-    except Exception as error:  # noqa: BLE001 - one bad unit must not end a long run
+    def evaluate(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """One outcome per job, in order.
+
+        A failure inside one evaluation (a degenerate update, a grader fault) is recorded on its
+        outcome as a rejection with reward 0, and the run goes on; interrupts still stop the run.
+        A group that fails as a whole is retried one job at a time, so only the faulty job is lost.
+        """
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        runnable = []
+        for index, job in enumerate(jobs):
+            if isinstance(job.update, Rejection):
+                outcomes[index] = self._rejected(job, job.update.reason)
+            else:
+                runnable.append(index)
+        for start in range(0, len(runnable), self.bank.n_slots):
+            group = runnable[start : start + self.bank.n_slots]
+            for index, outcome in zip(group, self._evaluate_group([jobs[i] for i in group])):
+                outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _evaluate_group(self, jobs: list[Job]) -> list[Outcome]:
+        try:
+            return self._train_and_score(jobs)
+        except Exception as error:  # noqa: BLE001 - one bad unit must not end a long run
+            if len(jobs) > 1:
+                return [outcome for job in jobs for outcome in self._evaluate_group([job])]
+            return [self._failed(jobs[0], error)]
+
+    def _train_and_score(self, jobs: list[Job]) -> list[Outcome]:
+        slots: list[int | None] = []
+        train_jobs = []
+        for job in jobs:
+            if job.update is None:
+                slots.append(None)
+            else:
+                slots.append(len(train_jobs))
+                train_jobs.append(TrainJob(len(train_jobs), job.update.examples, job.update.train, job.seed))
+        stats = self.bank.train(train_jobs)
+        started = time.perf_counter()
+        answers = self._answer(jobs, slots)
+        answer_share = (time.perf_counter() - started) / len(jobs)
+        outcomes = []
+        for job, slot, job_answers in zip(jobs, slots, answers):
+            started = time.perf_counter()
+            try:
+                score = self.domain.grade(job.item, job_answers)
+            except Exception as error:  # noqa: BLE001 - a grader fault costs this unit only
+                outcomes.append(self._failed(job, error))
+                continue
+            seconds = {"score": answer_share + time.perf_counter() - started}
+            if slot is None:
+                outcomes.append(Outcome(score=score, seconds=seconds))
+            else:
+                seconds = {"train": stats[slot].seconds, **seconds}
+                outcomes.append(Outcome(score=score, train=stats[slot], seconds=seconds, notes=job.update.notes))
+        return outcomes
+
+    def _answer(self, jobs: list[Job], slots: list[int | None]) -> list[list[str]]:
+        """Greedy answers to every job's queries, one generation per distinct answer length."""
+        queries = [self.domain.queries(job.item) for job in jobs]
+        answers: list[list[str]] = [[""] * len(q.messages) for q in queries]
+        for max_new_tokens in sorted({q.max_new_tokens for q in queries}):
+            owners = [(j, m) for j, q in enumerate(queries) if q.max_new_tokens == max_new_tokens
+                      for m in range(len(q.messages))]  # fmt: skip
+            prompts = [render_prompt(self.bank.tokenizer, queries[j].messages[m]) for j, m in owners]
+            greedy = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
+            texts = self.bank.generate(prompts, [slots[j] for j, _ in owners], greedy, self.answer_batch_size)
+            for (j, m), text in zip(owners, texts):
+                answers[j][m] = text
+        return answers
+
+    def _failed(self, job: Job, error: Exception) -> Outcome:
         reason = f"error: {type(error).__name__}: {error}".splitlines()[0]
-        log.warning("%s: %s", domain.item_id(item), reason)
-        return Outcome(score=domain.rejected_score(item, reason), rejected=reason)
+        log.warning("%s: %s", self.domain.item_id(job.item), reason)
+        return self._rejected(job, reason)
 
-
-def _evaluate(slot: AdapterSlot, domain: Domain, item: Any, update: Update | Rejection | None, seed: int) -> Outcome:
-    if isinstance(update, Rejection):
-        return Outcome(score=domain.rejected_score(item, update.reason), rejected=update.reason)
-    if update is None:
-        started = time.perf_counter()
-        score = domain.score(slot, item)
-        return Outcome(score=score, seconds={"score": time.perf_counter() - started})
-    with slot.updated(update.examples, update.train, seed) as train_stats:
-        started = time.perf_counter()
-        score = domain.score(slot, item)
-    return Outcome(
-        score=score,
-        train=train_stats,
-        seconds={"train": train_stats.seconds, "score": time.perf_counter() - started},
-        notes=update.notes,
-    )
+    def _rejected(self, job: Job, reason: str) -> Outcome:
+        return Outcome(score=self.domain.rejected_score(job.item, reason), rejected=reason)

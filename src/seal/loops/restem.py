@@ -20,15 +20,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from seal.domain import Domain
 from seal.engine.generation import SamplingConfig, sample
-from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig, TrainingExample
-from seal.loops.inner import evaluate
-from seal.models import load_model
+from seal.engine.lora import LoraBank, LoraConfig, TrainConfig, TrainingExample, TrainJob
+from seal.loops.inner import InnerLoop, Outcome
+from seal.loops.scoring import PARALLEL, Unit, load_inner_loop, score_units, unit_key
 from seal.runs import AppendOnlyLog, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -70,87 +70,81 @@ def run_restem(
     config: RestEMConfig,
     out: Path,
     progress: bool = True,
+    parallel: int = PARALLEL,
 ) -> list[dict[str, Any]]:
-    """All rounds; returns the evaluation summary of rounds 0..R. Finished work is never redone."""
+    """All rounds; returns the evaluation summary of rounds 0..R. Finished work is never redone.
+
+    ``parallel`` updates are trained and scored at a time; it changes the speed, not the rewards.
+    """
     summaries = [evaluate_policy(base_model, round_dir(out, 0) / "eval")]
     policy = base_model
     for r in range(1, config.rounds + 1):
         if not (policy_dir(out, r) / "config.json").exists():
-            loaded = load_model(policy)
-            slot = AdapterSlot(loaded.model, loaded.tokenizer, config.lora)
+            loop = load_inner_loop(policy, config.lora, domain, parallel)
             log = AppendOnlyLog(round_dir(out, r) / "rewards.jsonl")
             log.drop_incomplete_units()
-            collect_rewards(slot, domain, items, config, r, log, progress)
+            collect_rewards(loop, items, config, r, log, progress)
             kept = select_self_edits(log.records(), config)
             write_json_atomic(round_dir(out, r) / "kept.json", {"n_items": len(items), "kept": kept})
-            improve_policy(slot, kept, config, r, policy_dir(out, r), progress)
+            improve_policy(loop.bank, kept, config, r, policy_dir(out, r), progress)
         policy = str(policy_dir(out, r))
         summaries.append(evaluate_policy(policy, round_dir(out, r) / "eval"))
     return summaries
 
 
 def collect_rewards(
-    slot: AdapterSlot,
-    domain: Domain,
-    items: Sequence[Any],
-    config: RestEMConfig,
-    round_index: int,
-    log: AppendOnlyLog,
-    progress: bool,
+    loop: InnerLoop, items: Sequence[Any], config: RestEMConfig, round_index: int, log: AppendOnlyLog, progress: bool
 ) -> None:
-    """Sample K self-edits per item and score each; every score is appended to ``log`` as it lands."""
+    """Sample K self-edits per item and score each (and the baseline update); every score is appended as it lands."""
+    domain = loop.domain
     done = log.completed_units()
-    per_item = config.k + int(config.beat_baseline)
-    bar = tqdm(
-        total=len(items) * per_item, initial=len(done), desc=f"round {round_index}: rewards", disable=not progress
-    )
-    for item in items:
-        item_id = domain.item_id(item)
-        if config.beat_baseline and f"{item_id}/baseline" not in done:
-            rewards = _rewards(slot, domain, item, domain.baseline_update(item), config, round_index, "baseline")
-            log.append_unit(f"{item_id}/baseline", [{"item_id": item_id, "baseline": True, **rewards}])
-            bar.update()
-        pending = [k for k in range(config.k) if f"{item_id}/{k}" not in done]
-        if not pending:
-            continue
-        prompt = domain.prompt(item)
-        started = time.perf_counter()
-        seed = unit_seed(config.seed, round_index, item_id, "sample")
-        self_edits = sample(slot.model, slot.tokenizer, prompt, config.k, config.sampling, seed)
-        sample_seconds = (time.perf_counter() - started) / config.k
-        for k in pending:
-            update = domain.to_update(item, self_edits[k])
-            rewards = _rewards(slot, domain, item, update, config, round_index, k)
-            record = {
-                "item_id": item_id,
-                "baseline": False,
-                "index": k,
-                "prompt": prompt,
-                "self_edit": self_edits[k],
-                "sample_seconds": round(sample_seconds, 3),
-            }
-            log.append_unit(f"{item_id}/{k}", [{**record, **rewards}])
-            bar.update()
-    bar.close()
+
+    def seeds(item_id: str, tag: object) -> tuple[int, ...]:
+        return tuple(unit_seed(config.seed, round_index, item_id, tag, r) for r in range(config.eval_repeats))
+
+    def units() -> Iterator[Unit]:
+        for item in items:
+            item_id = domain.item_id(item)
+            if config.beat_baseline and unit_key(item_id, "baseline") not in done:
+                fields = {"item_id": item_id, "baseline": True}
+                yield Unit(
+                    unit_key(item_id, "baseline"),
+                    item,
+                    domain.baseline_update(item),
+                    seeds(item_id, "baseline"),
+                    fields,
+                )
+            pending = [k for k in range(config.k) if unit_key(item_id, k) not in done]
+            if not pending:
+                continue
+            prompt = domain.prompt(item)
+            started = time.perf_counter()
+            seed = unit_seed(config.seed, round_index, item_id, "sample")
+            self_edits = sample(loop.bank.model, loop.bank.tokenizer, prompt, config.k, config.sampling, seed)
+            sample_seconds = round((time.perf_counter() - started) / config.k, 3)
+            for k in pending:
+                fields = {"item_id": item_id, "baseline": False, "index": k, "prompt": prompt,
+                          "self_edit": self_edits[k], "sample_seconds": sample_seconds}  # fmt: skip
+                yield Unit(unit_key(item_id, k), item, domain.to_update(item, self_edits[k]), seeds(item_id, k), fields)
+
+    total = len(items) * (config.k + int(config.beat_baseline))
+    with tqdm(total=total, initial=len(done), desc=f"round {round_index}: rewards", disable=not progress) as bar:
+        score_units(log, loop, units(), _reward_record, bar)
 
 
-def _rewards(
-    slot: AdapterSlot, domain: Domain, item: Any, update: Any, config: RestEMConfig, round_index: int, tag: object
-) -> dict[str, Any]:
-    outcomes = [
-        evaluate(
-            slot, domain, item, update, seed=unit_seed(config.seed, round_index, domain.item_id(item), tag, repeat)
-        )
-        for repeat in range(config.eval_repeats)
-    ]
+def _reward_record(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One record per unit: the mean reward over its inner-loop runs, and the last run's details."""
     rewards = [o.reward for o in outcomes]
-    return {
-        "reward": sum(rewards) / len(rewards),
-        "rewards": rewards,
-        "seconds": round(sum(sum(o.seconds.values()) for o in outcomes), 3),
-        "rejected": outcomes[0].rejected,
-        "details": outcomes[-1].score.details,
-    }
+    return [
+        {
+            **unit.fields,
+            "reward": sum(rewards) / len(rewards),
+            "rewards": rewards,
+            "seconds": round(sum(sum(o.seconds.values()) for o in outcomes), 3),
+            "rejected": outcomes[0].rejected,
+            "details": outcomes[-1].score.details,
+        }
+    ]
 
 
 def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> list[dict[str, Any]]:
@@ -169,7 +163,7 @@ def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> li
 
 
 def improve_policy(
-    slot: AdapterSlot,
+    bank: LoraBank,
     kept: list[dict[str, Any]],
     config: RestEMConfig,
     round_index: int,
@@ -186,9 +180,8 @@ def improve_policy(
     shutil.rmtree(staging, ignore_errors=True)
     seed = unit_seed(config.seed, round_index, "sft")
     description = f"round {round_index}: SFT on {len(examples)} self-edits" if progress else None
-    with slot.updated(examples, config.sft, seed, progress=description) as stats:
-        merged = slot.model.merge_and_unload()
-    merged.save_pretrained(staging)
-    slot.tokenizer.save_pretrained(staging)
+    (stats,) = bank.train([TrainJob(0, examples, config.sft, seed)], progress=description)
+    bank.merge(0)
+    bank.save_pretrained(staging)
     write_json_atomic(target.parent / "sft.json", {"n_examples": len(examples), **asdict(stats)})
     staging.rename(target)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from seal.domain import Rejection, Score, Update
+from seal.domain import Queries, Rejection, Score, Update
 from seal.domains.arc.augment import (
     FAMILIES,
     INVERTIBLE_FOR_VOTING,
@@ -28,8 +28,7 @@ from seal.domains.arc.augment import (
 )
 from seal.domains.arc.grids import MAX_SIDE, Pair, Task, grid_to_text, text_to_grid
 from seal.domains.arc.selfedit import SELF_EDIT_PROMPT, TTTConfig, parse_ttt_config
-from seal.engine.generation import SamplingConfig, generate, render_prompt
-from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
+from seal.engine.lora import TrainConfig, TrainingExample
 from seal.seeding import unit_seed
 
 # The self-edit's "basic" family includes shifts, which are fine for training but not invertible.
@@ -131,8 +130,20 @@ class ArcDomain:
         )
         return Update(tuple(chosen), train, tuple(notes))
 
-    def score(self, slot: AdapterSlot, task: Task) -> Score:
-        details = [self._solve(slot, task, index) for index in range(len(task.test))]
+    def queries(self, task: Task) -> Queries:
+        """Each test input under every voting transform, with the demonstrations transformed alike."""
+        messages = tuple(
+            task_message([apply_to_task_pair(p, t) for p in task.train], t(test.input))
+            for test in task.test
+            for t in INVERTIBLE_FOR_VOTING
+        )
+        side = max(task.max_side, 1)
+        return Queries(messages, max_new_tokens=min(2 * side * (2 * side + 1), MAX_SIDE * (MAX_SIDE + 1)) + 8)
+
+    def grade(self, task: Task, answers: list[str]) -> Score:
+        """Per test input: map the answers back, take the majority; reward = share solved exactly."""
+        n = len(INVERTIBLE_FOR_VOTING)
+        details = [self._vote(task, i, answers[i * n : (i + 1) * n]) for i in range(len(task.test))]
         solved = [d["correct"] for d in details if d["correct"] is not None]
         return Score(reward=sum(solved) / len(solved) if solved else 0.0, details=details)
 
@@ -140,21 +151,13 @@ class ArcDomain:
         details = [{"test_index": i, "answer": None, "votes": 0, "correct": False} for i in range(len(task.test))]
         return Score(reward=0.0, details=details)
 
-    def _solve(self, slot: AdapterSlot, task: Task, index: int) -> dict:
-        """Answer one test input under every voting transform, map answers back, take the majority."""
-        test = task.test[index]
-        messages = [
-            task_message([apply_to_task_pair(p, t) for p in task.train], t(test.input)) for t in INVERTIBLE_FOR_VOTING
-        ]
-        side = max(task.max_side, 1)
-        answer_tokens = min(2 * side * (2 * side + 1), MAX_SIDE * (MAX_SIDE + 1)) + 8
-        greedy = SamplingConfig(temperature=0.0, max_new_tokens=answer_tokens)
-        prompts = [render_prompt(slot.tokenizer, m) for m in messages]
-        texts = generate(slot.model, slot.tokenizer, prompts, greedy, batch_size=len(prompts))
+    @staticmethod
+    def _vote(task: Task, index: int, texts: list[str]) -> dict:
         answers = [_mapped_back(text, t) for text, t in zip(texts, INVERTIBLE_FOR_VOTING)]
         votes = Counter(grid_to_text(a) for a in answers if a is not None)
         winner = votes.most_common(1)[0][0] if votes else None
-        correct = None if test.output is None else winner is not None and winner == grid_to_text(test.output)
+        output = task.test[index].output
+        correct = None if output is None else winner is not None and winner == grid_to_text(output)
         return {"test_index": index, "answer": winner, "votes": votes[winner] if winner else 0, "correct": correct}
 
 

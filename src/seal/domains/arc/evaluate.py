@@ -20,9 +20,9 @@ from seal.domains.arc.domain import ArcDomain, Budget
 from seal.domains.arc.grids import Task
 from seal.domains.arc.selfedit import TTTConfig
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import AdapterSlot, LoraConfig
+from seal.engine.lora import LoraBank, LoraConfig
 from seal.loops.restem import RestEMConfig, run_restem
-from seal.loops.scoring import Candidate, sampled_candidates, score_with_model
+from seal.loops.scoring import PARALLEL, Candidate, sampled_candidates, score_candidates
 from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
@@ -64,23 +64,26 @@ def select_tasks(config: ArcEvalConfig) -> list[Task]:
     return load_arc_tasks(config.tasks, config.tasks_file, config.max_grid)
 
 
-def run_arc_eval(config: ArcEvalConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def run_arc_eval(
+    config: ArcEvalConfig, out: str | Path, resume: bool = False, progress: bool = True, parallel: int = PARALLEL
+) -> dict:
     """Score one condition into ``out`` (one record per test input per configuration); returns the summary."""
     tasks = select_tasks(config)
     run = RunDirectory(out)
     run.start({"task": "arc-eval", **asdict(config)}, resume)
     domain = ArcDomain(config.budget)
-    score_with_model(
+    score_candidates(
         run,
         config.model,
         config.lora,
         domain,
         tasks,
         config.configs_per_task,
-        lambda slot, task: _candidates(config, slot, domain, task),
+        lambda bank, task: _candidates(config, bank, domain, task),
         seed=config.seed,
         label={"condition": config.condition},
         describe=lambda task: {"task_id": task.id},
+        parallel=parallel,
         progress=progress,
     )
     summary = summarise(run.records(), config, [t.id for t in tasks])
@@ -88,12 +91,12 @@ def run_arc_eval(config: ArcEvalConfig, out: str | Path, resume: bool = False, p
     return summary
 
 
-def _candidates(config: ArcEvalConfig, slot: AdapterSlot, domain: ArcDomain, task: Task) -> list[Candidate]:
+def _candidates(config: ArcEvalConfig, bank: LoraBank, domain: ArcDomain, task: Task) -> list[Candidate]:
     if config.condition == "icl":
         return [(None, None)]
     if config.condition == "oracle":
         return [(c.to_json(), domain.ttt_update(task, c)) for c in ORACLE_GRID]
-    return sampled_candidates(slot, domain, task, config.k, config.sampling, config.seed)
+    return sampled_candidates(bank, domain, task, config.k, config.sampling, config.seed)
 
 
 def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: list[str]) -> dict[str, Any]:
@@ -125,7 +128,13 @@ def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: li
 
 
 def run_arc_train(
-    config: ArcEvalConfig, restem: RestEMConfig, train_tasks: str, out: str | Path, resume: bool, progress: bool
+    config: ArcEvalConfig,
+    restem: RestEMConfig,
+    train_tasks: str,
+    out: str | Path,
+    resume: bool,
+    progress: bool,
+    parallel: int = PARALLEL,
 ) -> list[dict[str, Any]]:
     """ReST-EM on ``train_tasks`` with the shared engine; every round's policy is evaluated as ``seal``."""
     out = Path(out)
@@ -135,6 +144,7 @@ def run_arc_train(
     RunDirectory(out).start(record, resume)
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
-        return run_arc_eval(replace(config, condition="seal", model=policy), directory, resume=True, progress=progress)
+        seal = replace(config, condition="seal", model=policy)
+        return run_arc_eval(seal, directory, resume=True, progress=progress, parallel=parallel)
 
-    return run_restem(ArcDomain(config.budget), tasks, config.model, evaluate_policy, restem, out, progress)
+    return run_restem(ArcDomain(config.budget), tasks, config.model, evaluate_policy, restem, out, progress, parallel)

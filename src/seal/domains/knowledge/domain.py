@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seal.domain import Rejection, Score, Update
+from seal.domain import Queries, Rejection, Score, Update
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.prompts import QUESTION_PROMPT, SELF_EDIT_PROMPTS
-from seal.engine.generation import SamplingConfig, generate, render_prompt
-from seal.engine.lora import AdapterSlot, TrainConfig, TrainingExample
+from seal.engine.lora import TrainConfig, TrainingExample
 from seal.grading import Grader, GradeRequest, Verdict
 
 
@@ -31,7 +30,6 @@ class KnowledgeDomain:
     self_edit_prompt: str = "implications"
     split_lines: bool = True
     answer_tokens: int = 48
-    batch_size: int = 16
 
     name = "knowledge"
 
@@ -58,14 +56,10 @@ class KnowledgeDomain:
         documents = [self._document(passage, segment) for segment in segments]
         return Update(examples=self.baseline_update(passage).examples + tuple(documents), train=self.train)
 
-    def answer(self, slot: AdapterSlot, passage: Passage) -> list[str]:
-        """Greedy closed-book answers to the passage's questions, in one batched call."""
-        prompts = [
-            render_prompt(slot.tokenizer, QUESTION_PROMPT.format(title=passage.title, question=q.question))
-            for q in passage.questions
-        ]
-        greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.answer_tokens)
-        return generate(slot.model, slot.tokenizer, prompts, greedy, batch_size=self.batch_size)
+    def queries(self, passage: Passage) -> Queries:
+        """The passage's questions, closed-book: the title names the topic, the passage is not shown."""
+        messages = tuple(QUESTION_PROMPT.format(title=passage.title, question=q.question) for q in passage.questions)
+        return Queries(messages, self.answer_tokens)
 
     def grade(self, passage: Passage, answers: list[str]) -> Score:
         """Reward = share of graded questions answered correctly; ungraded ones do not count either way."""
@@ -78,9 +72,6 @@ class KnowledgeDomain:
             for q, a, v in zip(passage.questions, answers, verdicts)
         ]
         return Score(reward=reward, details=details)
-
-    def score(self, slot: AdapterSlot, passage: Passage) -> Score:
-        return self.grade(passage, self.answer(slot, passage))
 
     def rejected_score(self, passage: Passage, reason: str) -> Score:
         details = [

@@ -21,9 +21,9 @@ from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import AdapterSlot, LoraConfig, TrainConfig
+from seal.engine.lora import LoraBank, LoraConfig, TrainConfig
 from seal.grading import Grader, JudgeGrader, OfflineGrader
-from seal.loops.scoring import Candidate, sampled_candidates, score_with_model
+from seal.loops.scoring import PARALLEL, Candidate, sampled_candidates, score_candidates
 from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
@@ -115,24 +115,30 @@ def _attach_external_self_edits(passages: list[Passage], path: Path, k: int) -> 
     return [Passage(p.id, p.title, p.context, p.questions, by_id[p.id][:k]) for p in passages]
 
 
-def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one condition into ``out``; returns the summary. Completed units are skipped on resume."""
+def run_eval(
+    config: EvalConfig, out: str | Path, resume: bool = False, progress: bool = True, parallel: int = PARALLEL
+) -> dict[str, Any]:
+    """Run one condition into ``out``; returns the summary. Completed units are skipped on resume.
+
+    ``parallel`` updates are trained and scored together: a speed setting, so not part of the config.
+    """
     passages = select_passages(config)
     grader = make_grader(config)
     run = RunDirectory(out)
     run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
     domain = KnowledgeDomain(grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens)
-    score_with_model(
+    score_candidates(
         run,
         config.model,
         config.lora,
         domain,
         passages,
         config.self_edits_per_passage,
-        lambda slot, passage: _candidates(config, slot, domain, passage),
+        lambda bank, passage: _candidates(config, bank, domain, passage),
         seed=config.seed,
         label={"condition": config.condition},
         describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
+        parallel=parallel,
         progress=progress,
     )
     selected = {p.id for p in passages}
@@ -141,7 +147,7 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, progress
     return summary
 
 
-def _candidates(config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, passage: Passage) -> list[Candidate]:
+def _candidates(config: EvalConfig, bank: LoraBank, domain: KnowledgeDomain, passage: Passage) -> list[Candidate]:
     """The K (self-edit, update) pairs of a passage under the configured condition."""
     if config.condition == "base":
         return [(None, None)]
@@ -149,7 +155,7 @@ def _candidates(config: EvalConfig, slot: AdapterSlot, domain: KnowledgeDomain, 
         return [(None, domain.baseline_update(passage))]
     if config.condition == "external":
         return [(text, domain.to_update(passage, text)) for text in passage.self_edits]
-    return sampled_candidates(slot, domain, passage, config.n_self_edits, config.sampling, config.seed)
+    return sampled_candidates(bank, domain, passage, config.n_self_edits, config.sampling, config.seed)
 
 
 def config_record(config: EvalConfig) -> dict[str, Any]:

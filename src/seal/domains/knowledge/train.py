@@ -24,6 +24,7 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, make_grader, run_eval, select_passages
 from seal.engine.generation import sample
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
+from seal.loops.scoring import PARALLEL
 from seal.models import load_model
 from seal.runs import RunDirectory, write_json_atomic
 from seal.seeding import unit_seed
@@ -61,7 +62,7 @@ def training_passages(config: KnowledgeTrainConfig) -> list[Passage]:
 
 
 def run_train(
-    config: KnowledgeTrainConfig, out: str | Path, resume: bool = False, progress: bool = True
+    config: KnowledgeTrainConfig, out: str | Path, resume: bool = False, progress: bool = True, parallel: int = PARALLEL
 ) -> list[dict[str, Any]]:
     """Baselines, round 0, then ReST-EM rounds; returns the per-round evaluation summaries."""
     out = Path(out)
@@ -71,16 +72,15 @@ def run_train(
     RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
 
     for condition in ("base", "passage"):
-        run_eval(
-            replace(evaluation, condition=condition, n_self_edits=1), out / "baselines" / condition, True, progress
-        )
+        baseline = replace(evaluation, condition=condition, n_self_edits=1)
+        run_eval(baseline, out / "baselines" / condition, True, progress, parallel)
     if config.external_self_edits:
         external = replace(evaluation, condition="external", self_edits_file=config.external_self_edits)
         name = f"external-{Path(config.external_self_edits).stem}"
-        run_eval(external, out / "baselines" / name, resume=True, progress=progress)
+        run_eval(external, out / "baselines" / name, True, progress, parallel)
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
-        return run_eval(replace(evaluation, model=policy), directory, resume=True, progress=progress)
+        return run_eval(replace(evaluation, model=policy), directory, True, progress, parallel)
 
     domain = KnowledgeDomain(
         make_grader(evaluation),
@@ -89,7 +89,7 @@ def run_train(
         evaluation.split_lines,
         evaluation.answer_tokens,
     )
-    summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, progress)
+    summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, progress, parallel)
     write_examples(out, evaluation, domain, config.restem.rounds)
     return summaries
 
