@@ -1,4 +1,4 @@
-"""Seconds per self-edit evaluation, by phase: generate / train / answer / grade.
+"""Seconds per self-edit evaluation, one at a time, by phase: generate / train / score (answer + grade).
 
 One evaluation = the model writes a self-edit for a passage, a fresh LoRA adapter is trained on
 passage + self-edit, the passage's questions are answered closed-book, and graded.
@@ -27,8 +27,9 @@ from seal.domains.knowledge.data import default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig
 from seal.engine.generation import sample
-from seal.engine.lora import AdapterSlot
+from seal.engine.lora import LoraBank
 from seal.grading import OfflineGrader
+from seal.loops.inner import InnerLoop, Job
 from seal.models import load_model
 
 
@@ -44,25 +45,21 @@ def main() -> None:
     defaults = EvalConfig()
     train = replace(defaults.train, batch_size=args.batch_size)
     loaded = load_model(args.model)
-    slot = AdapterSlot(loaded.model, loaded.tokenizer, defaults.lora)
     domain = KnowledgeDomain(OfflineGrader(), train)
+    loop = InnerLoop(LoraBank(loaded.model, loaded.tokenizer, defaults.lora), domain)
     passages = load_passages(args.data, "eval")[: args.n_passages]
 
     rows = []
     for index, passage in enumerate(passages):
         started = time.perf_counter()
-        self_edit = sample(slot.model, loaded.tokenizer, domain.prompt(passage), 1, defaults.sampling, seed=index)[0]
+        self_edit = sample(loaded.model, loaded.tokenizer, domain.prompt(passage), 1, defaults.sampling, seed=index)[0]
         generated = time.perf_counter()
         update = domain.to_update(passage, self_edit)
         if isinstance(update, Rejection):
             print(f"{passage.title}: self-edit rejected ({update.reason}), not timed")
             continue
-        with slot.updated(update.examples, update.train, seed=index) as stats:
-            trained = time.perf_counter()
-            answers = domain.answer(slot, passage)
-            answered = time.perf_counter()
-        score = domain.grade(passage, answers)
-        graded = time.perf_counter()
+        (outcome,) = loop.evaluate([Job(passage, update, seed=index)])
+        finished = time.perf_counter()
         rows.append(
             {
                 "passage": passage.title,
@@ -70,14 +67,13 @@ def main() -> None:
                 "questions": len(passage.questions),
                 "self_edit_tokens": len(loaded.tokenizer(self_edit)["input_ids"]),
                 "train_sequences": len(update.examples),
-                "train_tokens": stats.tokens,
+                "train_tokens": outcome.train.tokens,
                 "generate_s": generated - started,
-                "train_s": trained - generated,
-                "answer_s": answered - trained,
-                "grade_s": graded - answered,
-                "total_s": graded - started,
-                "train_tokens_per_s": stats.tokens / stats.seconds,
-                "reward": score.reward,
+                "train_s": outcome.seconds["train"],
+                "score_s": outcome.seconds["score"],
+                "total_s": finished - started,
+                "train_tokens_per_s": outcome.train.tokens / outcome.seconds["train"],
+                "reward": outcome.reward,
             }
         )
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}))

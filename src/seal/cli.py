@@ -16,6 +16,7 @@ from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_P
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
+from seal.loops.continual import STRATEGIES
 from seal.loops.restem import RestEMConfig
 from seal.loops.scoring import PARALLEL
 from seal.models import EMBEDDED_MODEL
@@ -146,6 +147,26 @@ def cmd_grade_calibration(args: argparse.Namespace) -> None:
     print(f"{'file':<{width}} {'n':>6} {'agreement':>10} {'kappa':>7} {'precision':>10} {'recall':>7}")
     for name, s in [*per_file.items(), ("overall", overall)]:
         print(f"{name:<{width}} {s.n:>6} {s.agreement:>10.1%} {s.kappa:>7.3f} {s.precision:>10.1%} {s.recall:>7.1%}")
+
+
+def cmd_continual(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.continual import run_continual
+    from seal.loops.continual import ContinualConfig
+
+    evaluation = _eval_config(args, condition="self-edit")
+    config = ContinualConfig(args.sequences, args.steps, args.strategy, args.replay_ratio, args.seed)
+    summary = run_continual(evaluation, config, args.out, args.policy, args.resume, not args.quiet)
+    lo, hi = summary["retention_ci95"]
+    print(f"retention  {summary['retention']:.1%} [{lo:.1%}, {hi:.1%}]  (passages 1..K-1 after step K)")
+    lo, hi = summary["plasticity_ci95"]
+    print(f"plasticity {summary['plasticity']:.1%} [{lo:.1%}, {hi:.1%}]  (passage k right after step k)")
+    print(f"\nrun directory: {args.out} (matrix.json, forgetting.png, first_passage.png)")
+
+
+def cmd_continual_compare(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.continual import compare
+
+    print(compare(args.dirs))
 
 
 def _add_arc_options(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--graded", nargs="+", required=True, help="graded JSON files")
     calibration.add_argument("--json", action="store_true")
     calibration.set_defaults(run=cmd_grade_calibration)
+    continual = domains.add_parser("continual", help="sequential self-edits on eval passages: forgetting")
+    continual.add_argument("--out", required=True, help="run directory")
+    continual.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
+    continual.add_argument("--split", default="eval", choices=("eval", "train", "all"))
+    continual.add_argument("--sequences", type=int, default=8, help="random sequences of eval passages")
+    continual.add_argument("--steps", type=int, default=8, help="passages (self-edits) per sequence")
+    continual.add_argument("--strategy", default="merge", choices=STRATEGIES, help="merge (the paper) or replay")
+    continual.add_argument("--replay-ratio", type=float, default=1.0, help="replay: earlier sequences per new one")
+    continual.add_argument("--policy", help="a model that writes the self-edits (default: the model being updated)")
+    _add_eval_options(continual)
+    continual.set_defaults(run=cmd_continual)
+
+    continual_compare = domains.add_parser("continual-compare", help="strategies side by side, paired by sequence")
+    continual_compare.add_argument("dirs", nargs="+")
+    continual_compare.set_defaults(run=cmd_continual_compare)
+
     arc = domains.add_parser("arc", help="few-shot learning on ARC-AGI-1 (test-time training)")
     arc_commands = arc.add_subparsers(dest="command", required=True)
     arc_eval = arc_commands.add_parser("eval", help="score one condition of the paper's Table 1")

@@ -1,6 +1,7 @@
 """SEAL's inner loop: apply updates as fresh LoRA adapters, score, discard; many updates at a time.
 
-Jobs are scored in groups of up to ``bank.n_slots`` updates: the group trains in one joint pass
+Jobs are scored in groups holding up to ``bank.n_slots`` updates (jobs without an update, scored on
+the model as it is, join a group freely): the group trains in one joint pass
 (one adapter slot per update, see :class:`~seal.engine.lora.LoraBank`), then every query of every
 job in the group is answered in one batched generation, each row through its own adapter.
 """
@@ -67,14 +68,19 @@ class InnerLoop:
         A group that fails as a whole is retried one job at a time, so only the faulty job is lost.
         """
         outcomes: list[Outcome | None] = [None] * len(jobs)
-        runnable = []
+        groups: list[list[int]] = [[]]
+        updates_in_group = 0
         for index, job in enumerate(jobs):
             if isinstance(job.update, Rejection):
                 outcomes[index] = self._rejected(job, job.update.reason)
-            else:
-                runnable.append(index)
-        for start in range(0, len(runnable), self.bank.n_slots):
-            group = runnable[start : start + self.bank.n_slots]
+                continue
+            if job.update is not None:  # jobs without an update need no slot: they only join the answering
+                if updates_in_group == self.bank.n_slots:
+                    groups.append([])
+                    updates_in_group = 0
+                updates_in_group += 1
+            groups[-1].append(index)
+        for group in filter(None, groups):
             for index, outcome in zip(group, self._evaluate_group([jobs[i] for i in group])):
                 outcomes[index] = outcome
         return outcomes  # type: ignore[return-value]

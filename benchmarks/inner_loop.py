@@ -1,0 +1,217 @@
+"""The inner loop side by side: the usual way (PEFT + Trainer + generate, per self-edit) against ours.
+
+Same machine, same model, same self-edits (the paper's iter2 self-edits of the first eval passages),
+same hyper-parameters (LoRA r32/alpha64 on all projections, lr 1e-3, 10 epochs, batch 1, greedy
+answers of at most 48 tokens, the offline grader). One evaluation = train a fresh adapter on
+passage + self-edit, answer the passage's questions closed-book, grade.
+
+- peer: per self-edit, ``get_peft_model`` on the base model, a ``transformers.Trainer``, then
+  ``generate`` question by question, then ``unload()`` - written plainly, as a user would.
+- ours: :class:`seal.loops.inner.InnerLoop` over a :class:`seal.engine.lora.LoraBank` with
+  ``--parallel`` slots (K updates trained in one pass, answers generated in one batch).
+
+    .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--out PATH]
+
+Writes benchmarks/results/inner_loop.json (or --out). Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.evaluate import EvalConfig, select_passages
+from seal.domains.knowledge.prompts import QUESTION_PROMPT
+from seal.engine.lora import LoraBank, tokenize_example
+from seal.grading import OfflineGrader
+from seal.loops.inner import InnerLoop, Job
+from seal.models import load_model
+from seal.seeding import unit_seed
+from seal.stats import paired_difference_ci, pooled_accuracy_ci
+
+SELF_EDITS = "../shared/data/seal-reference/selfedits/iter2_val.json"
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 matmul FLOP/s of this process (same threads as the runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def train_flops_per_token(bank: LoraBank) -> float:
+    """Forward + backward FLOPs per trained token: frozen projections and the vocabulary projection
+    need forward and input gradients (4 per weight), LoRA weights also their own gradients (6 per
+    weight). Attention scores are left out (under 1% at these lengths), so this undercounts."""
+    frozen = sum(layer.base.weight.numel() for layer in bank.layers)
+    vocabulary = bank.model.get_output_embeddings().weight.numel()
+    lora = sum(p.numel() for p in bank.slot_parameters(0))
+    return 4 * (frozen + vocabulary) + 6 * lora
+
+
+def peer_evaluate(model, tokenizer, domain: KnowledgeDomain, passage, update, config: EvalConfig, seed: int):
+    """The usual way, one self-edit: new PEFT model, Trainer, generate per question, unload."""
+    lora = config.lora
+    peft_config = PeftLoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+    )  # fmt: skip
+    peft_model = get_peft_model(model, peft_config)
+    dataset = [{"input_ids": tokenize_example(tokenizer, e, config.train.max_seq_len)[0]} for e in update.examples]
+    with tempfile.TemporaryDirectory() as scratch:
+        arguments = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=config.train.batch_size,
+            num_train_epochs=config.train.epochs, learning_rate=config.train.learning_rate,
+            lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=seed,
+            save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
+        )  # fmt: skip
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        started = time.perf_counter()
+        Trainer(model=peft_model, args=arguments, train_dataset=dataset, data_collator=collator).train()
+        trained = time.perf_counter()
+    answers = []
+    peft_model.eval()
+    for question in passage.questions:
+        message = [{"role": "user", "content": QUESTION_PROMPT.format(title=passage.title, question=question.question)}]
+        ids = tokenizer.apply_chat_template(message, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            output = peft_model.generate(
+                **ids, max_new_tokens=config.answer_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        answers.append(tokenizer.decode(output[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    score = domain.grade(passage, answers)
+    peft_model.unload()
+    return score, trained - started, time.perf_counter() - trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--quick", action="store_true", help="1 passage x 4 self-edits (under 5 minutes)")
+    parser.add_argument("--n-passages", type=int, default=4)
+    parser.add_argument("--k", type=int, default=4, help="self-edits per passage")
+    parser.add_argument("--parallel", type=int, default=4, help="ours: updates trained and scored together")
+    parser.add_argument("--bf16", action="store_true", help="also run ours under bf16 autocast, for comparison")
+    parser.add_argument("--out", default="benchmarks/results/inner_loop.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.n_passages = 1
+    hf_logging.set_verbosity_error()
+
+    config = EvalConfig(
+        condition="external", self_edits_file=SELF_EDITS, n_self_edits=args.k, n_passages=args.n_passages
+    )
+    passages = select_passages(config)
+    domain = KnowledgeDomain(OfflineGrader(), config.train, answer_tokens=config.answer_tokens)
+    units = [
+        (p, domain.to_update(p, text), unit_seed(0, p.id, i)) for p in passages for i, text in enumerate(p.self_edits)
+    ]
+    peak = matmul_peak_flops()
+    print(f"{len(units)} evaluations per side; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+
+    loaded = load_model(args.model)
+    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=args.parallel)
+    started = time.perf_counter()
+    outcomes = InnerLoop(bank, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
+    ours_seconds = time.perf_counter() - started
+    ours_train_seconds = sum(o.seconds["train"] for o in outcomes)
+    tokens = sum(o.train.tokens for o in outcomes)
+    flops = tokens * train_flops_per_token(bank)
+    ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
+    adapters_mb = (
+        sum(p.numel() * p.element_size() for s in range(args.parallel) for p in bank.slot_parameters(s)) / 2**20
+    )
+    print(f"ours: {ours_seconds:.1f} s ({ours_train_seconds:.1f} s training, {tokens} tokens)")
+    if args.bf16:
+        bank_bf16 = LoraBank(load_model(args.model).model, loaded.tokenizer, config.lora, n_slots=args.parallel)
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outcomes_bf16 = InnerLoop(bank_bf16, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
+        bf16_seconds = time.perf_counter() - started
+        print(f"ours under bf16 autocast: {bf16_seconds:.1f} s")
+
+    peer_model = load_model(args.model)
+    peer_scores, peer_train_seconds = [], 0.0
+    started = time.perf_counter()
+    for passage, update, seed in units:
+        score, train_s, answer_s = peer_evaluate(
+            peer_model.model, peer_model.tokenizer, domain, passage, update, config, seed
+        )
+        peer_scores.append(score)
+        peer_train_seconds += train_s
+        print(f"peer: {passage.title}: train {train_s:.1f} s, answer {answer_s:.1f} s, reward {score.reward:.2f}")
+    peer_seconds = time.perf_counter() - started
+
+    def counts(scores) -> tuple[np.ndarray, np.ndarray]:
+        verdicts = [[d["verdict"] for d in s.details if d["verdict"] != "ungraded"] for s in scores]
+        return np.array([v.count("correct") for v in verdicts]), np.array([len(v) for v in verdicts])
+
+    ours_c, ours_t = counts([o.score for o in outcomes])
+    peer_c, peer_t = counts(peer_scores)
+    difference = paired_difference_ci(peer_c, peer_t, ours_c, ours_t)
+    result: dict[str, Any] = {
+        "command": f"benchmarks/inner_loop.py{' --quick' if args.quick else ''} --model {args.model} "
+        f"--n-passages {args.n_passages} --k {args.k} --parallel {args.parallel}",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "model": args.model,
+        "evaluations": len(units),
+        "parallel": args.parallel,
+        "peer_evals_per_min": 60 * len(units) / peer_seconds,
+        "ours_evals_per_min": 60 * len(units) / ours_seconds,
+        "speedup": peer_seconds / ours_seconds,
+        "accuracy_peer": float(peer_c.sum() / peer_t.sum()),
+        "accuracy_ours": float(ours_c.sum() / ours_t.sum()),
+        "accuracy_peer_ci95": list(pooled_accuracy_ci(peer_c, peer_t)),
+        "accuracy_ours_ci95": list(pooled_accuracy_ci(ours_c, ours_t)),
+        "accuracy_difference_ours_minus_peer": {"diff": difference[0], "ci95": list(difference[1:])},
+        "matmul_peak_gflops": peak / 1e9,
+        "train_tokens": tokens,
+        "ours_train_gflops": flops / ours_train_seconds / 1e9,
+        "peer_train_gflops": flops / peer_train_seconds / 1e9,
+        "train_flops_fraction_of_peak": flops / ours_train_seconds / peak,
+        "peer_train_flops_fraction_of_peak": flops / peer_train_seconds / peak,
+        "ours_seconds": {"total": ours_seconds, "train": ours_train_seconds},
+        "peer_seconds": {"total": peer_seconds, "train": peer_train_seconds},
+        "peak_rss_mb": ours_rss,
+        "peak_rss_mb_after_peer": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "model_weights_mb": base_mb - adapters_mb,
+        "adapter_slots_mb": adapters_mb,
+    }
+    if args.bf16:
+        bf16_c, bf16_t = counts([o.score for o in outcomes_bf16])
+        result["bf16_autocast"] = {
+            "evals_per_min": 60 * len(units) / bf16_seconds,
+            "accuracy": float(bf16_c.sum() / bf16_t.sum()),
+            "difference_vs_fp32": dict(zip(("diff", "lo", "hi"), paired_difference_ci(ours_c, ours_t, bf16_c, bf16_t))),
+            "mean_final_train_loss": float(np.mean([o.train.final_loss for o in outcomes_bf16])),
+            "mean_final_train_loss_fp32": float(np.mean([o.train.final_loss for o in outcomes])),
+        }
+    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

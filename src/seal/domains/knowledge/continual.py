@@ -1,0 +1,198 @@
+"""``seal continual``: sequential self-edits on eval passages, the forgetting matrix, and strategies.
+
+Layout of ``DIR``::
+
+    config.json       every setting
+    results.jsonl     one unit per sequence: a record per step (self-edit, rewards on passages 1..k)
+    matrix.json       (K+1) x K mean and std over sequences; row 0 = untouched model, null above the diagonal
+    summary.json      retention, plasticity (95% CIs over sequences), seconds per step
+    forgetting.png    the mean matrix as a heatmap (the paper's Figure 6)
+    first_passage.png accuracy on passage 1 as steps go on
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.evaluate import EvalConfig, make_grader, select_passages
+from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
+from seal.loops.continual import ContinualConfig, run_sequence
+from seal.loops.scoring import load_inner_loop
+from seal.models import load_model
+from seal.runs import RunDirectory, write_json_atomic
+from seal.stats import paired_difference_ci, pooled_accuracy_ci
+
+
+def passage_sequences(evaluation: EvalConfig, config: ContinualConfig) -> list[list[Passage]]:
+    """S seeded draws of K distinct eval passages; the same for every strategy with the same seed."""
+    passages = select_passages(evaluation)
+    if len(passages) < config.steps:
+        raise ValueError(f"--steps {config.steps} needs that many passages, the data has {len(passages)}")
+    rng = random.Random(config.seed)
+    return [rng.sample(passages, config.steps) for _ in range(config.sequences)]
+
+
+def run_continual(
+    evaluation: EvalConfig,
+    config: ContinualConfig,
+    out: str | Path,
+    policy: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every sequence not yet finished, then matrix.json, summary.json and the plots; returns the summary."""
+    run = RunDirectory(out)
+    sequences = passage_sequences(evaluation, config)
+    record = {
+        "task": "continual",
+        "evaluation": asdict(evaluation),
+        "continual": asdict(config),
+        "policy": policy,
+        "self_edit_prompt_text": SELF_EDIT_PROMPTS[evaluation.self_edit_prompt],
+    }
+    run.start(record, resume)
+    domain = KnowledgeDomain(
+        make_grader(evaluation),
+        evaluation.train,
+        evaluation.self_edit_prompt,
+        evaluation.split_lines,
+        evaluation.answer_tokens,
+    )
+    done = run.completed_units()
+    pending = [s for s in range(config.sequences) if f"sequence-{s}" not in done]
+    writer = load_model(policy).model if policy and pending else None
+    for s in tqdm(pending, desc=f"continual ({config.strategy})", disable=not progress, unit="sequence"):
+        loop = load_inner_loop(evaluation.model, evaluation.lora, domain, parallel=1)  # fresh weights each time
+        run.append_unit(f"sequence-{s}", run_sequence(loop, sequences[s], config, evaluation.sampling, s, writer))
+    summary = summarise(run.records(), config)
+    write_json_atomic(run.path / "matrix.json", {k: summary.pop(k) for k in ("mean", "std")})
+    run.write_summary(summary)
+    _plots(run.path, config.steps)
+    return summary
+
+
+def accuracy_matrices(records: list[dict[str, Any]], steps: int) -> np.ndarray:
+    """sequences x (K+1) x K rewards, NaN where a passage was not yet seen (above the diagonal)."""
+    by_sequence: dict[int, np.ndarray] = {}
+    for r in records:
+        matrix = by_sequence.setdefault(r["sequence"], np.full((steps + 1, steps), np.nan))
+        matrix[r["step"], : len(r["rewards"])] = r["rewards"]
+    return np.stack([by_sequence[s] for s in sorted(by_sequence)])
+
+
+def retention_and_plasticity(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence: mean accuracy on passages 1..K-1 after step K; mean accuracy on passage k right after step k."""
+    steps = matrices.shape[2]
+    retention = matrices[:, steps, : steps - 1].mean(axis=1) if steps > 1 else np.full(len(matrices), np.nan)
+    plasticity = np.stack([matrices[:, k, k - 1] for k in range(1, steps + 1)], axis=1).mean(axis=1)
+    return retention, plasticity
+
+
+def summarise(records: list[dict[str, Any]], config: ContinualConfig) -> dict[str, Any]:
+    matrices = accuracy_matrices(records, config.steps)
+    with warnings.catch_warnings():  # cells above the diagonal are NaN in every sequence, by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(matrices, axis=0), np.nanstd(matrices, axis=0)
+    retention, plasticity = retention_and_plasticity(matrices)
+    ones = np.ones(len(matrices))
+    steps = [r for r in records if r["step"] > 0]
+    return {
+        "strategy": config.strategy,
+        "n_sequences": len(matrices),
+        "steps": config.steps,
+        "mean": _nullable(mean),
+        "std": _nullable(std),
+        "retention": float(retention.mean()),
+        "retention_ci95": list(pooled_accuracy_ci(retention, ones, seed=config.seed)),
+        "plasticity": float(plasticity.mean()),
+        "plasticity_ci95": list(pooled_accuracy_ci(plasticity, ones, seed=config.seed)),
+        "untouched": float(np.mean(matrices[:, 0, :])),
+        "n_rejected_self_edits": sum(1 for r in steps if r["rejected"]),
+        "seconds_per_step": {
+            phase: float(np.mean([r["seconds"][phase] for r in steps])) for phase in ("sample", "train", "score")
+        },
+    }
+
+
+def compare(directories: list[str | Path]) -> str:
+    """Retention and plasticity side by side, with paired differences against the first run (same sequences)."""
+    runs = []
+    for directory in directories:
+        run = RunDirectory(directory)
+        summary = run.summary()
+        runs.append((Path(directory), summary, accuracy_matrices(run.records(), summary["steps"])))
+    lines = ["| run | strategy | sequences | retention | plasticity |", "|---|---|---|---|---|"]
+    for path, s, _ in runs:
+        lines.append(
+            f"| {path} | {s['strategy']} | {s['n_sequences']} | {_with_ci(s['retention'], s['retention_ci95'])} "
+            f"| {_with_ci(s['plasticity'], s['plasticity_ci95'])} |"
+        )
+    _, first, first_matrices = runs[0]
+    for path, s, matrices in runs[1:]:
+        if _sequence_passages(RunDirectory(directories[0])) != _sequence_passages(RunDirectory(path)):
+            raise ValueError(
+                f"{path} and {directories[0]} ran different passage sequences (seed, steps or data differ)"
+            )
+        n = min(len(first_matrices), len(matrices))
+        ones = np.ones(n)
+        a, b = retention_and_plasticity(first_matrices[:n]), retention_and_plasticity(matrices[:n])
+        for name, x, y in (("retention", a[0], b[0]), ("plasticity", a[1], b[1])):
+            delta, lo, hi = paired_difference_ci(x, ones, y, ones)
+            lines.append(f"\n{s['strategy']} - {first['strategy']}, {name}: {delta:+.1%} [{lo:+.1%}, {hi:+.1%}] "
+                         f"(paired over {n} sequences)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _sequence_passages(run: RunDirectory) -> dict[int, list[str]]:
+    return {r["sequence"]: r["item_ids"] for r in run.records() if r["step"] == 0}
+
+
+def _with_ci(value: float, ci: list[float]) -> str:
+    return f"{value:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+
+
+def _nullable(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in matrix]
+
+
+def _plots(out: Path, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = json.loads((out / "matrix.json").read_text())
+    mean = np.array([[np.nan if v is None else v for v in row] for row in matrix["mean"]])
+    std = np.array([[np.nan if v is None else v for v in row] for row in matrix["std"]])
+    fig, ax = plt.subplots(figsize=(0.6 * steps + 2.5, 0.6 * steps + 2))
+    image = ax.imshow(np.ma.masked_invalid(mean * 100), cmap="viridis", vmin=0)
+    for (i, j), value in np.ndenumerate(mean):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value * 100:.0f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xticks(range(steps), [str(j + 1) for j in range(steps)])
+    ax.set_yticks(range(steps + 1), [str(i) for i in range(steps + 1)])
+    ax.set_xlabel("passage")
+    ax.set_ylabel("after self-edit step (0 = untouched)")
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(out / "forgetting.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    x = np.arange(steps + 1)
+    ax.errorbar(x, mean[:, 0] * 100, yerr=std[:, 0] * 100, marker="o", capsize=3)
+    ax.set_xlabel("self-edit step")
+    ax.set_ylabel("accuracy on passage 1 (%)")
+    fig.tight_layout()
+    fig.savefig(out / "first_passage.png", dpi=120)
+    plt.close(fig)
