@@ -143,6 +143,7 @@ def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):
     restem = RestEMConfig(rounds=1, k=2, sampling=config.sampling, sft=TrainConfig(epochs=1), lora=config.lora)
     summaries = run_arc_train(config, restem, "44f52bb0,5582e5ca", tmp_path, resume=False, progress=False)
     assert [s["n_tasks"] for s in summaries] == [1, 1]
+    assert [s["condition"] for s in summaries] == ["ttt-self-edit", "seal"]  # round 0: the model's own configs
     rewards = AppendOnlyLog(tmp_path / "round-1" / "rewards.jsonl").records()
     assert sorted(r["unit"] for r in rewards) == sorted(
         f"{t}/{i}" for t in ("44f52bb0", "5582e5ca") for i in ("baseline", 0, 1)

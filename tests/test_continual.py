@@ -6,9 +6,10 @@ import pytest
 from seal.domains.knowledge.continual import compare, run_continual
 from seal.domains.knowledge.evaluate import EvalConfig
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraConfig, TrainConfig
+from seal.engine.lora import LoraBank, LoraConfig, TrainConfig
 from seal.loops.continual import ContinualConfig, run_sequence
-from seal.loops.scoring import load_inner_loop
+from seal.loops.inner import InnerLoop
+from seal.models import load_model
 from seal.runs import RunDirectory
 from tests.test_restem import ToyDomain
 
@@ -24,7 +25,8 @@ def evaluation(data) -> EvalConfig:
 
 
 def toy_sequence(strategy: str) -> list[dict]:
-    loop = load_inner_loop("tiny-random", LoraConfig(rank=4, alpha=8), ToyDomain(), parallel=1)
+    loaded = load_model("tiny-random")
+    loop = InnerLoop(LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8)), ToyDomain())
     return run_sequence(loop, ITEMS, ContinualConfig(1, len(ITEMS), strategy), SAMPLING, sequence=0)
 
 

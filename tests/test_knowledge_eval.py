@@ -13,6 +13,7 @@ from seal.domains.knowledge.domain import KnowledgeDomain, self_edit_segments
 from seal.domains.knowledge.evaluate import EvalConfig, run_eval
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
+from seal.executors import ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader
 from seal.runs import RunDirectory, RunError
 from tests.fake_judge import chat_reply
@@ -110,31 +111,35 @@ def test_same_seed_same_numbers(tmp_path, squad_file):
     assert a == b
 
 
+def local(parallel: int):
+    return make_executor(ExecutorSpec(parallel=parallel))
+
+
 def without_timings(records):
     return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in records)
 
 
 def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, monkeypatch):
     straight = config(squad_file, condition="self-edit", n_self_edits=2)
-    run_eval(straight, tmp_path / "straight", progress=False, parallel=1)
+    run_eval(straight, tmp_path / "straight", progress=False, executor=local(1))
 
     from seal.loops.inner import InnerLoop
 
     calls = {"n": 0}
     real_evaluate = InnerLoop.evaluate
 
-    def dies_on_third(*args, **kwargs):
+    def dies_in_second_passage(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # the run is killed in the middle of its third unit
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the run is killed while scoring the second passage's self-edits
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(InnerLoop, "evaluate", dies_on_third)
+    monkeypatch.setattr(InnerLoop, "evaluate", dies_in_second_passage)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(straight, tmp_path / "resumed", progress=False, parallel=1)
+        run_eval(straight, tmp_path / "resumed", progress=False, executor=local(1))
     assert len(RunDirectory(tmp_path / "resumed").completed_units()) == 2
     monkeypatch.setattr(InnerLoop, "evaluate", real_evaluate)
-    run_eval(straight, tmp_path / "resumed", resume=True, progress=False, parallel=1)
+    run_eval(straight, tmp_path / "resumed", resume=True, progress=False, executor=local(1))
     assert without_timings(RunDirectory(tmp_path / "resumed").records()) == without_timings(
         RunDirectory(tmp_path / "straight").records()
     )
@@ -142,8 +147,8 @@ def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, mo
 
 def test_scoring_updates_together_gives_the_same_records_as_one_at_a_time(tmp_path, squad_file):
     cfg = config(squad_file, condition="self-edit", n_self_edits=2)
-    one = run_eval(cfg, tmp_path / "one", progress=False, parallel=1)
-    together = run_eval(cfg, tmp_path / "together", progress=False, parallel=3)
+    one = run_eval(cfg, tmp_path / "one", progress=False, executor=local(1))
+    together = run_eval(cfg, tmp_path / "together", progress=False, executor=local(3))
     assert one == together
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "train_loss")} for r in rs]  # noqa: E731
     records = {name: RunDirectory(tmp_path / name).records() for name in ("one", "together")}
@@ -182,7 +187,7 @@ def test_a_group_that_fails_in_training_is_retried_one_update_at_a_time(tmp_path
         return real_train(self, jobs, progress)
 
     monkeypatch.setattr(LoraBank, "train", fails_for_quenalite)
-    run_eval(config(squad_file, condition="passage"), tmp_path, progress=False, parallel=2)
+    run_eval(config(squad_file, condition="passage"), tmp_path, progress=False, executor=local(2))
     rejected = {r["title"]: r["rejected"] for r in RunDirectory(tmp_path).records()}
     assert rejected == {"Varnholt Bridge": None, "Quenalite": "error: RuntimeError: NaN loss"}
 

@@ -13,6 +13,7 @@ import torch
 from seal.domain import Queries, Rejection, Score, Update
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig, TrainingExample
+from seal.executors import ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem, select_self_edits
 from seal.models import load_model
 from seal.runs import AppendOnlyLog
@@ -67,7 +68,10 @@ ITEMS = ["the Varnholt Bridge", "quenalite"]
 
 
 def run_toy(out: Path, config: RestEMConfig = CONFIG) -> list[dict]:
-    return run_restem(ToyDomain(), ITEMS, "tiny-random", lambda policy, d: {"policy": policy}, config, out, False)
+    executor = make_executor(ExecutorSpec())
+    return run_restem(
+        ToyDomain(), ITEMS, "tiny-random", lambda policy, d: {"policy": policy}, config, out, executor, False
+    )
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -15,16 +15,37 @@ from seal.domains.knowledge.evaluate import CONDITIONS, GRADERS, EvalConfig, run
 from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
+from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
 from seal.loops.continual import STRATEGIES
 from seal.loops.restem import RestEMConfig
-from seal.loops.scoring import PARALLEL
 from seal.models import EMBEDDED_MODEL
 from seal.models.loading import ModelLoadError
 from seal.runs import RunError, json_safe
 
 DEMO_CONDITIONS = ("base", "passage", "self-edit")
-PARALLEL_HELP = "updates trained and scored together in one pass (speed only; rewards agree within float precision)"
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where the inner loop runs. Speed settings only: the results are the same, so not in the run config."""
+    defaults = ExecutorSpec()
+    add = parser.add_argument
+    add("--parallel", type=int, default=defaults.parallel, help="updates trained and scored together per worker")
+    add("--executor", default=defaults.kind, choices=KINDS, help="run the inner loop here or on Ray actors")
+    add("--ray-address", help="address of a running Ray cluster (default: start a local one)")
+    add("--workers", type=int, default=defaults.workers, help="Ray actors, each holding the model")
+    add("--gpus-per-worker", type=float, default=defaults.gpus_per_worker)
+
+
+def _executor(args: argparse.Namespace, parallel: int | None = None) -> Executor:
+    spec = ExecutorSpec(
+        kind=args.executor,
+        parallel=args.parallel if parallel is None else parallel,
+        workers=args.workers,
+        address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+    )
+    return make_executor(spec)
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +67,7 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     add("--grader", default=defaults.grader, choices=GRADERS)
     add("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from OPENAI_API_KEY)")
     add("--judge-model", help="judge model name, e.g. gpt-4.1")
-    add("--parallel", type=int, default=PARALLEL, help=PARALLEL_HELP)
+    _add_executor_options(parser)
     add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
     add("--quiet", action="store_true", help="no progress bars")
 
@@ -78,7 +99,7 @@ def _eval_config(args: argparse.Namespace, **overrides: object) -> EvalConfig:
 def cmd_eval(args: argparse.Namespace) -> None:
     from seal.domains.knowledge.compare import summary_table
 
-    summary = run_eval(_eval_config(args), args.out, args.resume, not args.quiet, args.parallel)
+    summary = run_eval(_eval_config(args), args.out, args.resume, not args.quiet, _executor(args))
     print(summary_table([summary]))
     print(f"\nrun directory: {args.out}")
 
@@ -89,10 +110,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     directories = []
+    executor = _executor(args)
     for condition in DEMO_CONDITIONS:
         config = _eval_config(args, condition=condition, data=str(demo_data_path()), split="all")
         print(f"== {condition}", file=sys.stderr)
-        run_eval(config, out / condition, True, not args.quiet, args.parallel)
+        run_eval(config, out / condition, True, not args.quiet, executor)
         directories.append(out / condition)
     print(compare_runs(directories))
     print(f"\nrun directories: {out}/{{{','.join(DEMO_CONDITIONS)}}}")
@@ -116,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     config = KnowledgeTrainConfig(evaluation, restem, args.n_passages, args.external_self_edits)
-    run_train(config, args.out, args.resume, not args.quiet, args.parallel)
+    run_train(config, args.out, args.resume, not args.quiet, _executor(args))
     print(write_report(args.out).read_text().split("Paired differences")[0].strip())
     print(f"\nreport: {Path(args.out) / 'report.md'}")
 
@@ -155,7 +177,8 @@ def cmd_continual(args: argparse.Namespace) -> None:
 
     evaluation = _eval_config(args, condition="self-edit")
     config = ContinualConfig(args.sequences, args.steps, args.strategy, args.replay_ratio, args.seed)
-    summary = run_continual(evaluation, config, args.out, args.policy, args.resume, not args.quiet)
+    executor = _executor(args, parallel=1)  # a sequence is one update at a time
+    summary = run_continual(evaluation, config, args.out, args.policy, args.resume, not args.quiet, executor)
     lo, hi = summary["retention_ci95"]
     print(f"retention  {summary['retention']:.1%} [{lo:.1%}, {hi:.1%}]  (passages 1..K-1 after step K)")
     lo, hi = summary["plasticity_ci95"]
@@ -189,7 +212,7 @@ def _add_arc_options(parser: argparse.ArgumentParser) -> None:
     add("--max-example-tokens", type=int, default=budget.max_example_chars, help="context budget per example")
     add("--max-train-tokens", type=int, default=budget.max_train_tokens, help="TTT tokens per self-edit (x epochs)")
     add("--seed", type=int, default=defaults.seed)
-    add("--parallel", type=int, default=PARALLEL, help=PARALLEL_HELP)
+    _add_executor_options(parser)
     add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
     add("--quiet", action="store_true", help="no progress bars")
 
@@ -219,7 +242,7 @@ def cmd_arc_eval(args: argparse.Namespace) -> None:
         raise ValueError("--condition seal needs --policy DIR (a policy from `seal arc train`)")
     model = args.policy if args.condition == "seal" else args.model
     config = _arc_config(args, condition=args.condition, tasks=args.tasks, model=model)
-    summary = run_arc_eval(config, args.out, args.resume, not args.quiet, args.parallel)
+    summary = run_arc_eval(config, args.out, args.resume, not args.quiet, _executor(args))
     print(json.dumps(summary, indent=2))
     print(f"\nrun directory: {args.out}")
 
@@ -240,7 +263,7 @@ def cmd_arc_train(args: argparse.Namespace) -> None:
         lora=config.lora,
         seed=args.seed,
     )
-    summaries = run_arc_train(config, restem, args.tasks, args.out, args.resume, not args.quiet, args.parallel)
+    summaries = run_arc_train(config, restem, args.tasks, args.out, args.resume, not args.quiet, _executor(args))
     for round_index, summary in enumerate(summaries):
         lo, hi = summary["ci95"]
         print(f"round {round_index}: success rate {summary['success_rate']:.1%} [{lo:.1%}, {hi:.1%}]")
@@ -348,8 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "parallel", 1) < 1:
-        parser.error(f"--parallel must be >= 1, got {args.parallel}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)

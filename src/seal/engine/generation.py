@@ -87,8 +87,8 @@ def generate(
             attention_mask[row, width - len(encoded[i]) :] = 1
         with route(indices) if route else nullcontext():
             output = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
                 max_new_tokens=sampling.max_new_tokens,
                 do_sample=sampling.temperature > 0,
                 temperature=sampling.temperature if sampling.temperature > 0 else None,

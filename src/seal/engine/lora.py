@@ -143,11 +143,11 @@ class Routing:
     (slot, start, end) runs in that order, ``inverse`` puts the results back.
     """
 
-    def __init__(self, slots: Sequence[int | None]):
+    def __init__(self, slots: Sequence[int | None], device: torch.device):
         self.n_rows = len(slots)
         order = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
         self.is_sorted = order == list(range(len(slots)))
-        self.order = torch.tensor(order)
+        self.order = torch.tensor(order, device=device)
         self.inverse = torch.argsort(self.order)
         self.segments: list[tuple[int | None, int, int]] = []
         for position, row in enumerate(order):
@@ -185,7 +185,7 @@ class MultiLoraLinear(nn.Module):
     def reset(self, slot: int, generator: torch.Generator) -> None:
         """A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's Kaiming-uniform default), B = 0: the update starts as identity."""
         bound = 1.0 / math.sqrt(self.base.in_features)
-        with torch.no_grad():
+        with torch.no_grad():  # drawn on the CPU, so a seed gives the same adapter on every device
             a = torch.empty(self.lora_a[slot].shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
             self.lora_a[slot].copy_(a)
             self.lora_b[slot].zero_()
@@ -247,6 +247,7 @@ class LoraBank:
         self.lora = lora
         self.n_slots = n_slots
         self._routing = _RoutingState()
+        self._unmerged: list[torch.Tensor] | None = None  # base weights before the first merge
         self.layers: list[MultiLoraLinear] = []
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
@@ -269,7 +270,7 @@ class LoraBank:
     @contextmanager
     def routed(self, slots: Sequence[int | None]) -> Iterator[None]:
         """Within the block, batch row i goes through adapter ``slots[i]`` (None: no adapter)."""
-        self._routing.current = Routing(slots)
+        self._routing.current = Routing(slots, self.model.device)
         try:
             yield
         finally:
@@ -359,13 +360,14 @@ class LoraBank:
                 rows.append(plan.tokenized[example])
                 slots.append(plan.job.slot)
                 owner.append(index)
-        batch = _collate(rows, self.tokenizer.pad_token_id)
+        device = self.model.device
+        batch = {name: tensor.to(device) for name, tensor in _collate(rows, self.tokenizer.pad_token_id).items()}
         with self.routed(slots):
             token_losses, token_rows = self._token_losses(batch)
-        row_owner = torch.tensor(owner)
+        row_owner = torch.tensor(owner, device=device)
         token_owner = row_owner[token_rows]
         counts = torch.bincount(token_owner, minlength=len(plans)).clamp(min=1)
-        per_plan = torch.zeros(len(plans)).index_add(0, token_owner, token_losses) / counts
+        per_plan = torch.zeros(len(plans), device=device).index_add(0, token_owner, token_losses) / counts
         per_plan.sum().backward()
         row_tokens = batch["attention_mask"].sum(dim=1)
         for index, plan in enumerate(plans):
@@ -386,10 +388,21 @@ class LoraBank:
         return losses, mask.nonzero()[:, 0]
 
     def merge(self, slot: int) -> None:
-        """Add adapter ``slot`` into the base weights for good (the model is updated in place)."""
+        """Add adapter ``slot`` into the base weights (in place); :meth:`restore` undoes every merge."""
         with torch.no_grad():
+            if self._unmerged is None:
+                self._unmerged = [layer.base.weight.clone() for layer in self.layers]
             for layer in self.layers:
                 layer.base.weight += layer.delta_weight(slot).to(layer.base.weight.dtype)
+
+    def restore(self) -> None:
+        """The base weights as they were loaded, bit for bit (nothing to do if nothing was merged)."""
+        if self._unmerged is None:
+            return
+        with torch.no_grad():
+            for layer, weight in zip(self.layers, self._unmerged):
+                layer.base.weight.copy_(weight)
+        self._unmerged = None
 
     def save_pretrained(self, directory: str | Path) -> None:
         """The base model (with whatever was merged into it) as a plain transformers checkpoint."""

@@ -19,16 +19,19 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
 from seal.domain import Domain
 from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import LoraBank, LoraConfig, TrainConfig, TrainingExample, TrainJob
-from seal.loops.inner import InnerLoop, Outcome
-from seal.loops.scoring import PARALLEL, Unit, load_inner_loop, score_units, unit_key
+from seal.executors import Executor
+from seal.loops.inner import Outcome
+from seal.loops.scoring import Chunk, Unit, chunks, score_units, unit_key
+from seal.models import load_model
 from seal.runs import AppendOnlyLog, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -69,67 +72,77 @@ def run_restem(
     evaluate_policy: EvaluatePolicy,
     config: RestEMConfig,
     out: Path,
+    executor: Executor,
     progress: bool = True,
-    parallel: int = PARALLEL,
 ) -> list[dict[str, Any]]:
     """All rounds; returns the evaluation summary of rounds 0..R. Finished work is never redone.
 
-    ``parallel`` updates are trained and scored at a time; it changes the speed, not the rewards.
+    Rewards are scored on ``executor``; the SFT step runs in this process, after the executor has
+    released its weights, and the new policy reaches the workers through ``executor.use``.
     """
     summaries = [evaluate_policy(base_model, round_dir(out, 0) / "eval")]
     policy = base_model
     for r in range(1, config.rounds + 1):
         if not (policy_dir(out, r) / "config.json").exists():
-            loop = load_inner_loop(policy, config.lora, domain, parallel)
             log = AppendOnlyLog(round_dir(out, r) / "rewards.jsonl")
             log.drop_incomplete_units()
-            collect_rewards(loop, items, config, r, log, progress)
+            executor.use(policy, config.lora)
+            collect_rewards(executor, domain, items, config, r, log, progress)
             kept = select_self_edits(log.records(), config)
             write_json_atomic(round_dir(out, r) / "kept.json", {"n_items": len(items), "kept": kept})
-            improve_policy(loop.bank, kept, config, r, policy_dir(out, r), progress)
+            executor.release()
+            improve_policy(policy, kept, config, r, policy_dir(out, r), progress)
         policy = str(policy_dir(out, r))
         summaries.append(evaluate_policy(policy, round_dir(out, r) / "eval"))
     return summaries
 
 
 def collect_rewards(
-    loop: InnerLoop, items: Sequence[Any], config: RestEMConfig, round_index: int, log: AppendOnlyLog, progress: bool
+    executor: Executor,
+    domain: Domain,
+    items: Sequence[Any],
+    config: RestEMConfig,
+    round_index: int,
+    log: AppendOnlyLog,
+    progress: bool,
 ) -> None:
     """Sample K self-edits per item and score each (and the baseline update); every score is appended as it lands."""
-    domain = loop.domain
     done = log.completed_units()
-
-    def seeds(item_id: str, tag: object) -> tuple[int, ...]:
-        return tuple(unit_seed(config.seed, round_index, item_id, tag, r) for r in range(config.eval_repeats))
-
-    def units() -> Iterator[Unit]:
-        for item in items:
-            item_id = domain.item_id(item)
-            if config.beat_baseline and unit_key(item_id, "baseline") not in done:
-                fields = {"item_id": item_id, "baseline": True}
-                yield Unit(
-                    unit_key(item_id, "baseline"),
-                    item,
-                    domain.baseline_update(item),
-                    seeds(item_id, "baseline"),
-                    fields,
-                )
-            pending = [k for k in range(config.k) if unit_key(item_id, k) not in done]
-            if not pending:
-                continue
-            prompt = domain.prompt(item)
-            started = time.perf_counter()
-            seed = unit_seed(config.seed, round_index, item_id, "sample")
-            self_edits = sample(loop.bank.model, loop.bank.tokenizer, prompt, config.k, config.sampling, seed)
-            sample_seconds = round((time.perf_counter() - started) / config.k, 3)
-            for k in pending:
-                fields = {"item_id": item_id, "baseline": False, "index": k, "prompt": prompt,
-                          "self_edit": self_edits[k], "sample_seconds": sample_seconds}  # fmt: skip
-                yield Unit(unit_key(item_id, k), item, domain.to_update(item, self_edits[k]), seeds(item_id, k), fields)
-
-    total = len(items) * (config.k + int(config.beat_baseline))
+    tags: list[Any] = (["baseline"] if config.beat_baseline else []) + list(range(config.k))
+    work = [(item, [t for t in tags if unit_key(domain.item_id(item), t) not in done]) for item in items]
+    work = [(item, pending) for item, pending in work if pending]
+    make_units = partial(_reward_units, domain=domain, config=config, round_index=round_index)
+    total = len(items) * len(tags)
     with tqdm(total=total, initial=len(done), desc=f"round {round_index}: rewards", disable=not progress) as bar:
-        score_units(log, loop, units(), _reward_record, bar)
+        work_chunks = chunks(work, len(tags), executor.spec.parallel)
+        score_units(executor, log, work_chunks, domain, make_units, _reward_record, bar)
+
+
+def _reward_units(bank: LoraBank, chunk: Chunk, domain: Domain, config: RestEMConfig, round_index: int) -> list[Unit]:
+    """On a worker: the chunk's pending baseline updates and sampled self-edits (K per item, one seeded call)."""
+    units = []
+    for item, pending in chunk:
+        item_id = domain.item_id(item)
+
+        def seeds(tag: object) -> tuple[int, ...]:
+            return tuple(unit_seed(config.seed, round_index, item_id, tag, r) for r in range(config.eval_repeats))
+
+        if "baseline" in pending:
+            baseline = domain.baseline_update(item)
+            fields = {"item_id": item_id, "baseline": True}
+            units.append(Unit(unit_key(item_id, "baseline"), item, baseline, seeds("baseline"), fields))
+        if not any(isinstance(tag, int) for tag in pending):
+            continue
+        prompt = domain.prompt(item)
+        started = time.perf_counter()
+        seed = unit_seed(config.seed, round_index, item_id, "sample")
+        self_edits = sample(bank.model, bank.tokenizer, prompt, config.k, config.sampling, seed)
+        sample_seconds = round((time.perf_counter() - started) / config.k, 3)
+        for k in (tag for tag in pending if isinstance(tag, int)):
+            fields = {"item_id": item_id, "baseline": False, "index": k, "prompt": prompt,
+                      "self_edit": self_edits[k], "sample_seconds": sample_seconds}  # fmt: skip
+            units.append(Unit(unit_key(item_id, k), item, domain.to_update(item, self_edits[k]), seeds(k), fields))
+    return units
 
 
 def _reward_record(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -163,7 +176,7 @@ def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> li
 
 
 def improve_policy(
-    bank: LoraBank,
+    policy: str,
     kept: list[dict[str, Any]],
     config: RestEMConfig,
     round_index: int,
@@ -180,6 +193,8 @@ def improve_policy(
     shutil.rmtree(staging, ignore_errors=True)
     seed = unit_seed(config.seed, round_index, "sft")
     description = f"round {round_index}: SFT on {len(examples)} self-edits" if progress else None
+    loaded = load_model(policy)
+    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora)
     (stats,) = bank.train([TrainJob(0, examples, config.sft, seed)], progress=description)
     bank.merge(0)
     bank.save_pretrained(staging)

@@ -1,31 +1,33 @@
 """Score units (an item and one update) through the inner loop into an append-only log, resumably.
 
-Every runner is this loop with a different stream of units: the evaluation conditions (no update,
-a fixed one, self-edits sampled from a model or read from a file) and ReST-EM's reward collection.
-Units are scored ``n_slots`` at a time (see :class:`~seal.loops.inner.InnerLoop`) and each is
-appended, with all its records, as soon as its group is done.
+Every runner is this loop with a different way of making units: the evaluation conditions (no
+update, a fixed one, self-edits sampled from a model or read from a file) and ReST-EM's reward
+collection. Items are cut into chunks of about ``parallel`` units; a chunk is one executor task
+(units made on the worker, e.g. by sampling, then trained and answered together, see
+:class:`~seal.loops.inner.InnerLoop`), and its units are appended by the driver as it comes back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
 from seal.domain import Domain, Rejection, Update
 from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import LoraBank, LoraConfig
+from seal.executors import Executor
 from seal.loops.inner import InnerLoop, Job, Outcome
-from seal.models import load_model
 from seal.runs import AppendOnlyLog, RunDirectory
 from seal.seeding import unit_seed
 
-PARALLEL = 4
-"""Default number of updates trained and scored together (a speed setting: results agree within float)."""
-
 Candidate = tuple[str | None, Update | Rejection | None]
 """(self-edit text or None, the update it asks for; None: score the model as it is)."""
+
+Chunk = list[tuple[Any, list[Any]]]
+"""Items with the unit indices still to score for each."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Unit:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+MakeUnits = Callable[[LoraBank, Chunk], list[Unit]]
 ToRecords = Callable[[Unit, list[Outcome]], list[dict[str, Any]]]
 
 
@@ -46,38 +49,36 @@ def unit_key(item_id: str, index: int | str) -> str:
     return f"{item_id}/{index}"
 
 
-def load_inner_loop(model: str, lora: LoraConfig, domain: Domain, parallel: int) -> InnerLoop:
-    loaded = load_model(model)
-    return InnerLoop(LoraBank(loaded.model, loaded.tokenizer, lora, n_slots=parallel), domain)
+def chunks(work: Chunk, units_per_item: int, parallel: int) -> list[Chunk]:
+    """Consecutive items grouped so that a chunk holds about ``parallel`` units (at least one item)."""
+    size = max(1, parallel // max(units_per_item, 1))
+    return [work[start : start + size] for start in range(0, len(work), size)]
 
 
 def score_units(
+    executor: Executor,
     log: AppendOnlyLog,
-    loop: InnerLoop,
-    units: Iterable[Unit],
+    work: list[Chunk],
+    domain: Domain,
+    make_units: MakeUnits,
     to_records: ToRecords,
     bar: tqdm,
 ) -> None:
-    """Score the (pending) ``units`` in groups of ``loop.bank.n_slots`` inner-loop runs, appending each to ``log``.
-
-    ``units`` may be lazy (e.g. sampling self-edits item by item); ``bar`` advances by one per unit.
-    """
-    buffer: list[Unit] = []
-
-    def flush() -> None:
-        jobs = [Job(unit.item, unit.update, seed) for unit in buffer for seed in unit.seeds]
-        outcomes = iter(loop.evaluate(jobs))
-        for unit in buffer:
-            log.append_unit(unit.key, to_records(unit, [next(outcomes) for _ in unit.seeds]))
+    """Run every chunk on ``executor`` and append each of its units to ``log`` as the chunk comes back."""
+    task = partial(_score_chunk, domain=domain, make_units=make_units, to_records=to_records)
+    for results in executor.map(task, work):
+        for key, records in results:
+            log.append_unit(key, records)
             bar.update()
-        buffer.clear()
 
-    for unit in units:
-        buffer.append(unit)
-        if sum(len(u.seeds) for u in buffer) >= loop.bank.n_slots:
-            flush()
-    if buffer:
-        flush()
+
+def _score_chunk(
+    bank: LoraBank, chunk: Chunk, domain: Domain, make_units: MakeUnits, to_records: ToRecords
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """On a worker: make the chunk's units, score them together, return each unit's records."""
+    units = make_units(bank, chunk)
+    outcomes = iter(InnerLoop(bank, domain).evaluate([Job(u.item, u.update, seed) for u in units for seed in u.seeds]))
+    return [(u.key, to_records(u, [next(outcomes) for _ in u.seeds])) for u in units]
 
 
 def sampled_candidates(
@@ -91,6 +92,7 @@ def sampled_candidates(
 
 def score_candidates(
     run: RunDirectory,
+    executor: Executor,
     model: str,
     lora: LoraConfig,
     domain: Domain,
@@ -101,42 +103,53 @@ def score_candidates(
     seed: int,
     label: dict[str, Any],
     describe: Callable[[Any], dict[str, Any]],
-    parallel: int = PARALLEL,
     progress: bool = True,
 ) -> None:
     """Score ``k`` candidates per item into ``run``, one record per detail (e.g. per question).
 
-    The model is loaded only if some unit is unfinished. ``candidates(bank, item)`` is called only
-    for items with unfinished units and must return the same candidates every time (seeded), so a
-    resumed run scores exactly what an uninterrupted one would. ``label`` is copied into every
-    record (e.g. the condition), ``describe(item)`` into the item's records (e.g. its id and title).
+    Nothing is loaded if every unit is finished. ``candidates(bank, item)`` runs only for items with
+    unfinished units and must return the same candidates every time (seeded), so a resumed run
+    scores exactly what an uninterrupted one would. ``label`` is copied into every record (e.g. the
+    condition), ``describe(item)`` into the item's records (e.g. its id and title).
     """
     done = run.completed_units()
-    pending = {
-        domain.item_id(item): [i for i in range(k) if unit_key(domain.item_id(item), i) not in done] for item in items
-    }
-    if not any(pending.values()):
+    work = [(item, [i for i in range(k) if unit_key(domain.item_id(item), i) not in done]) for item in items]
+    work = [(item, pending) for item, pending in work if pending]
+    if not work:
         return
-    loop = load_inner_loop(model, lora, domain, parallel)
-
-    def units() -> Iterator[Unit]:
-        for item in items:
-            item_id = domain.item_id(item)
-            if not pending[item_id]:
-                continue
-            options = candidates(loop.bank, item)
-            for index in pending[item_id]:
-                self_edit, update = options[index]
-                fields = {**describe(item), **label, "self_edit_index": index, "self_edit": self_edit}
-                seeds = (unit_seed(seed, item_id, index, "train"),)
-                yield Unit(unit_key(item_id, index), item, update, seeds, fields)
-
-    def per_detail(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
-        (outcome,) = outcomes
-        record = {**unit.fields, **outcome.record()}
-        return [{**record, **detail} for detail in outcome.score.details]
-
+    executor.use(model, lora)
+    make_units = partial(
+        _candidate_units, domain=domain, candidates=candidates, seed=seed, label=label, describe=describe
+    )
     total = len(items) * k
-    initial = total - sum(map(len, pending.values()))
+    initial = total - sum(len(pending) for _, pending in work)
+    work_chunks = chunks(work, k, executor.spec.parallel)
     with tqdm(total=total, initial=initial, desc=label.get("condition"), disable=not progress, unit="eval") as bar:
-        score_units(run.results, loop, units(), per_detail, bar)
+        score_units(executor, run.results, work_chunks, domain, make_units, _per_detail, bar)
+
+
+def _candidate_units(
+    bank: LoraBank,
+    chunk: Chunk,
+    domain: Domain,
+    candidates: Callable[[LoraBank, Any], Sequence[Candidate]],
+    seed: int,
+    label: dict[str, Any],
+    describe: Callable[[Any], dict[str, Any]],
+) -> list[Unit]:
+    units = []
+    for item, pending in chunk:
+        item_id = domain.item_id(item)
+        options = candidates(bank, item)
+        for index in pending:
+            self_edit, update = options[index]
+            fields = {**describe(item), **label, "self_edit_index": index, "self_edit": self_edit}
+            seeds = (unit_seed(seed, item_id, index, "train"),)
+            units.append(Unit(unit_key(item_id, index), item, update, seeds, fields))
+    return units
+
+
+def _per_detail(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    (outcome,) = outcomes
+    record = {**unit.fields, **outcome.record()}
+    return [{**record, **detail} for detail in outcome.score.details]

@@ -74,8 +74,14 @@ def resolve_model_dir(name: str) -> str:
     return name
 
 
-def load_model(name: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model and tokenizer by seal name, local directory or hub id, in eval mode."""
+def default_device() -> str:
+    """The first GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None = None) -> LoadedModel:
+    """Load a model and tokenizer by seal name, local directory or hub id, in eval mode, on ``device``
+    (default: :func:`default_device`)."""
     source = resolve_model_dir(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -88,7 +94,7 @@ def load_model(name: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
         ) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    model.to(device or default_device()).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
 
 

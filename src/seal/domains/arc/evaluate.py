@@ -21,8 +21,9 @@ from seal.domains.arc.grids import Task
 from seal.domains.arc.selfedit import TTTConfig
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraBank, LoraConfig
+from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, run_restem
-from seal.loops.scoring import PARALLEL, Candidate, sampled_candidates, score_candidates
+from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
 from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
@@ -65,7 +66,11 @@ def select_tasks(config: ArcEvalConfig) -> list[Task]:
 
 
 def run_arc_eval(
-    config: ArcEvalConfig, out: str | Path, resume: bool = False, progress: bool = True, parallel: int = PARALLEL
+    config: ArcEvalConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict:
     """Score one condition into ``out`` (one record per test input per configuration); returns the summary."""
     tasks = select_tasks(config)
@@ -74,6 +79,7 @@ def run_arc_eval(
     domain = ArcDomain(config.budget)
     score_candidates(
         run,
+        executor or make_executor(ExecutorSpec()),
         config.model,
         config.lora,
         domain,
@@ -83,7 +89,6 @@ def run_arc_eval(
         seed=config.seed,
         label={"condition": config.condition},
         describe=lambda task: {"task_id": task.id},
-        parallel=parallel,
         progress=progress,
     )
     summary = summarise(run.records(), config, [t.id for t in tasks])
@@ -134,9 +139,13 @@ def run_arc_train(
     out: str | Path,
     resume: bool,
     progress: bool,
-    parallel: int = PARALLEL,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """ReST-EM on ``train_tasks`` with the shared engine; every round's policy is evaluated as ``seal``."""
+    """ReST-EM on ``train_tasks`` with the shared engine.
+
+    Round 0 (the untouched model writing its own configurations) is the ``ttt-self-edit`` condition;
+    every later round's policy is evaluated as ``seal``, on the same tasks with the same seeds.
+    """
     out = Path(out)
     tasks = load_arc_tasks(train_tasks, None, config.max_grid)
     select_tasks(config)  # validate the evaluation tasks before any model work
@@ -144,7 +153,9 @@ def run_arc_train(
     RunDirectory(out).start(record, resume)
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
-        seal = replace(config, condition="seal", model=policy)
-        return run_arc_eval(seal, directory, resume=True, progress=progress, parallel=parallel)
+        condition = "ttt-self-edit" if policy == config.model else "seal"
+        evaluation = replace(config, condition=condition, model=policy)
+        return run_arc_eval(evaluation, directory, resume=True, progress=progress, executor=executor)
 
-    return run_restem(ArcDomain(config.budget), tasks, config.model, evaluate_policy, restem, out, progress, parallel)
+    executor = executor or make_executor(ExecutorSpec())
+    return run_restem(ArcDomain(config.budget), tasks, config.model, evaluate_policy, restem, out, executor, progress)

@@ -16,6 +16,7 @@ import json
 import random
 import warnings
 from dataclasses import asdict
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,11 @@ from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, make_grader, select_passages
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
+from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraBank
+from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.continual import ContinualConfig, run_sequence
-from seal.loops.scoring import load_inner_loop
+from seal.loops.inner import InnerLoop
 from seal.models import load_model
 from seal.runs import RunDirectory, write_json_atomic
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
@@ -49,6 +53,7 @@ def run_continual(
     policy: str | None = None,
     resume: bool = False,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Every sequence not yet finished, then matrix.json, summary.json and the plots; returns the summary."""
     run = RunDirectory(out)
@@ -69,16 +74,41 @@ def run_continual(
         evaluation.answer_tokens,
     )
     done = run.completed_units()
-    pending = [s for s in range(config.sequences) if f"sequence-{s}" not in done]
-    writer = load_model(policy).model if policy and pending else None
-    for s in tqdm(pending, desc=f"continual ({config.strategy})", disable=not progress, unit="sequence"):
-        loop = load_inner_loop(evaluation.model, evaluation.lora, domain, parallel=1)  # fresh weights each time
-        run.append_unit(f"sequence-{s}", run_sequence(loop, sequences[s], config, evaluation.sampling, s, writer))
+    work = [(s, sequences[s]) for s in range(config.sequences) if f"sequence-{s}" not in done]
+    executor = executor or make_executor(ExecutorSpec(parallel=1))
+    executor.use(evaluation.model, evaluation.lora)
+    task = partial(_sequence_task, domain=domain, config=config, sampling=evaluation.sampling, policy=policy)
+    description = f"continual ({config.strategy})"
+    initial = config.sequences - len(work)
+    with tqdm(total=config.sequences, initial=initial, desc=description, disable=not progress, unit="sequence") as bar:
+        for s, records in executor.map(task, work):
+            run.append_unit(f"sequence-{s}", records)
+            bar.update()
     summary = summarise(run.records(), config)
     write_json_atomic(run.path / "matrix.json", {k: summary.pop(k) for k in ("mean", "std")})
     run.write_summary(summary)
     _plots(run.path, config.steps)
     return summary
+
+
+def _sequence_task(
+    bank: LoraBank,
+    work: tuple[int, list[Passage]],
+    domain: KnowledgeDomain,
+    config: ContinualConfig,
+    sampling: SamplingConfig,
+    policy: str | None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """On a worker: one whole sequence, from the weights as loaded."""
+    sequence, passages = work
+    bank.restore()
+    writer = _writer(policy) if policy else None
+    return sequence, run_sequence(InnerLoop(bank, domain), passages, config, sampling, sequence, writer)
+
+
+@lru_cache(maxsize=1)
+def _writer(policy: str) -> Any:
+    return load_model(policy).model
 
 
 def accuracy_matrices(records: list[dict[str, Any]], steps: int) -> np.ndarray:
@@ -148,8 +178,8 @@ def compare(directories: list[str | Path]) -> str:
         a, b = retention_and_plasticity(first_matrices[:n]), retention_and_plasticity(matrices[:n])
         for name, x, y in (("retention", a[0], b[0]), ("plasticity", a[1], b[1])):
             delta, lo, hi = paired_difference_ci(x, ones, y, ones)
-            lines.append(f"\n{s['strategy']} - {first['strategy']}, {name}: {delta:+.1%} [{lo:+.1%}, {hi:+.1%}] "
-                         f"(paired over {n} sequences)")  # fmt: skip
+            difference = f"{delta:+.1%} [{lo:+.1%}, {hi:+.1%}] (paired over {n} sequences)"
+            lines.append(f"\n{s['strategy']} - {first['strategy']}, {name}: {difference}")
     return "\n".join(lines)
 
 

@@ -22,8 +22,9 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraBank, LoraConfig, TrainConfig
+from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.grading import Grader, JudgeGrader, OfflineGrader
-from seal.loops.scoring import PARALLEL, Candidate, sampled_candidates, score_candidates
+from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
 from seal.models import EMBEDDED_MODEL
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
@@ -116,11 +117,16 @@ def _attach_external_self_edits(passages: list[Passage], path: Path, k: int) -> 
 
 
 def run_eval(
-    config: EvalConfig, out: str | Path, resume: bool = False, progress: bool = True, parallel: int = PARALLEL
+    config: EvalConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run one condition into ``out``; returns the summary. Completed units are skipped on resume.
 
-    ``parallel`` updates are trained and scored together: a speed setting, so not part of the config.
+    Where and how many updates at a time run is the ``executor``'s business (default: in this
+    process, 4 at a time); it changes the speed, not the numbers, so it is not part of the config.
     """
     passages = select_passages(config)
     grader = make_grader(config)
@@ -129,6 +135,7 @@ def run_eval(
     domain = KnowledgeDomain(grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens)
     score_candidates(
         run,
+        executor or make_executor(ExecutorSpec()),
         config.model,
         config.lora,
         domain,
@@ -138,7 +145,6 @@ def run_eval(
         seed=config.seed,
         label={"condition": config.condition},
         describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
-        parallel=parallel,
         progress=progress,
     )
     selected = {p.id for p in passages}

@@ -23,8 +23,8 @@ from seal.domains.knowledge.data import DataError, Passage, default_data_path, l
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, make_grader, run_eval, select_passages
 from seal.engine.generation import sample
+from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
-from seal.loops.scoring import PARALLEL
 from seal.models import load_model
 from seal.runs import RunDirectory, write_json_atomic
 from seal.seeding import unit_seed
@@ -62,7 +62,11 @@ def training_passages(config: KnowledgeTrainConfig) -> list[Passage]:
 
 
 def run_train(
-    config: KnowledgeTrainConfig, out: str | Path, resume: bool = False, progress: bool = True, parallel: int = PARALLEL
+    config: KnowledgeTrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """Baselines, round 0, then ReST-EM rounds; returns the per-round evaluation summaries."""
     out = Path(out)
@@ -70,17 +74,18 @@ def run_train(
     passages = training_passages(config)
     select_passages(evaluation)  # validate the evaluation data before any model work
     RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
+    executor = executor or make_executor(ExecutorSpec())
 
     for condition in ("base", "passage"):
         baseline = replace(evaluation, condition=condition, n_self_edits=1)
-        run_eval(baseline, out / "baselines" / condition, True, progress, parallel)
+        run_eval(baseline, out / "baselines" / condition, True, progress, executor)
     if config.external_self_edits:
         external = replace(evaluation, condition="external", self_edits_file=config.external_self_edits)
         name = f"external-{Path(config.external_self_edits).stem}"
-        run_eval(external, out / "baselines" / name, True, progress, parallel)
+        run_eval(external, out / "baselines" / name, True, progress, executor)
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
-        return run_eval(replace(evaluation, model=policy), directory, True, progress, parallel)
+        return run_eval(replace(evaluation, model=policy), directory, True, progress, executor)
 
     domain = KnowledgeDomain(
         make_grader(evaluation),
@@ -89,7 +94,7 @@ def run_train(
         evaluation.split_lines,
         evaluation.answer_tokens,
     )
-    summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, progress, parallel)
+    summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, executor, progress)
     write_examples(out, evaluation, domain, config.restem.rounds)
     return summaries
 

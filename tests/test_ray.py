@@ -1,0 +1,91 @@
+"""The Ray executor on a local Ray instance started by the tests: same results as local, faults survived."""
+
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from seal.domains.knowledge.evaluate import EvalConfig, run_eval  # noqa: E402
+from seal.engine.generation import SamplingConfig  # noqa: E402
+from seal.engine.lora import LoraConfig, TrainConfig  # noqa: E402
+from seal.executors import ExecutorSpec, make_executor  # noqa: E402
+from seal.runs import RunDirectory  # noqa: E402
+
+TINY_LORA = LoraConfig(rank=4, alpha=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    yield
+    ray.shutdown()
+
+
+def ray_executor(parallel: int = 1):
+    return make_executor(ExecutorSpec(kind="ray", parallel=parallel, workers=2))
+
+
+def square_unless_first_try_of_three(bank, task: int, marker: Path) -> tuple[int, int]:
+    if task == 3 and not marker.exists():
+        marker.touch()
+        os._exit(1)  # the worker process dies in the middle of its task
+    return task, os.getpid()
+
+
+def weight_checksum(bank, task: int) -> tuple[float, int]:
+    return float(bank.layers[0].base.weight.sum()), os.getpid()
+
+
+def test_same_seeds_give_the_same_records_on_ray_as_locally(tmp_path, squad_file):
+    config = EvalConfig(
+        condition="self-edit", model="tiny-random", data=str(squad_file), split="all", n_self_edits=2,
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=16), lora=TINY_LORA,
+        train=TrainConfig(learning_rate=1e-2, epochs=1),
+    )  # fmt: skip
+    local = run_eval(config, tmp_path / "local", progress=False, executor=make_executor(ExecutorSpec(parallel=1)))
+    executor = ray_executor()
+    on_ray = run_eval(config, tmp_path / "ray", progress=False, executor=executor)
+    executor.close()
+    assert local == on_ray
+
+    def records(name):  # completion order may differ; timings and loss rounding are not compared
+        rows = RunDirectory(tmp_path / name).records()
+        return sorted(json.dumps({k: v for k, v in r.items() if k not in ("seconds", "train_loss")}) for r in rows)
+
+    assert records("local") == records("ray")
+
+
+def test_a_killed_worker_is_replaced_and_its_task_retried_without_loss_or_duplicates(tmp_path):
+    executor = ray_executor()
+    executor.use("tiny-random", TINY_LORA)
+    results = list(executor.map(partial(square_unless_first_try_of_three, marker=tmp_path / "died"), range(6)))
+    assert sorted(task for task, _ in results) == list(range(6))
+    assert executor.replaced == 1 and (tmp_path / "died").exists()
+    executor.close()
+
+
+def test_new_weights_reach_the_same_workers_without_a_restart(tmp_path):
+    from seal.engine.lora import LoraBank, TrainingExample, TrainJob
+    from seal.models import load_model
+
+    loaded = load_model("tiny-random")
+    bank = LoraBank(loaded.model, loaded.tokenizer, TINY_LORA)
+    bank.train([TrainJob(0, [TrainingExample("", "Varnholt Bridge")], TrainConfig(learning_rate=1e-1), seed=0)])
+    bank.merge(0)
+    bank.save_pretrained(tmp_path / "policy")
+
+    executor = ray_executor()
+    executor.use("tiny-random", TINY_LORA)
+    before = list(executor.map(weight_checksum, range(2)))
+    executor.use(str(tmp_path / "policy"), TINY_LORA)
+    after = list(executor.map(weight_checksum, range(2)))
+    assert {pid for _, pid in before} == {pid for _, pid in after}  # the same actor processes
+    assert len({round(s, 3) for s, _ in before}) == 1 and len({round(s, 3) for s, _ in after}) == 1
+    assert before[0][0] != pytest.approx(after[0][0])  # ... now holding the new policy
+    executor.close()
