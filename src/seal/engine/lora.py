@@ -318,10 +318,9 @@ class LoraBank:
         tokenized = [t for t in tokenized if len(t[0]) - t[1] > 0]
         shuffler = random.Random(job.seed)
         lengths = [len(ids) for ids, _ in tokenized]
-        batches = [] if not tokenized else [
-            batch for _ in range(job.config.epochs)
-            for batch in length_grouped_batches(lengths, job.config.batch_size, shuffler)
-        ]  # fmt: skip
+        batches = []
+        for _ in range(job.config.epochs if tokenized else 0):
+            batches += length_grouped_batches(lengths, job.config.batch_size, shuffler)
         return _Plan(job, tokenized, batches)
 
     def _train(self, plans: list[_Plan], progress: str | None) -> None:

@@ -127,8 +127,8 @@ class InnerLoop:
         queries = [self.domain.queries(job.item) for job in jobs]
         answers: list[list[str]] = [[""] * len(q.messages) for q in queries]
         for max_new_tokens in sorted({q.max_new_tokens for q in queries}):
-            owners = [(j, m) for j, q in enumerate(queries) if q.max_new_tokens == max_new_tokens
-                      for m in range(len(q.messages))]  # fmt: skip
+            same_length = [j for j, q in enumerate(queries) if q.max_new_tokens == max_new_tokens]
+            owners = [(j, m) for j in same_length for m in range(len(queries[j].messages))]
             prompts = [render_prompt(self.bank.tokenizer, queries[j].messages[m]) for j, m in owners]
             greedy = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
             texts = self.bank.generate(prompts, [slots[j] for j, _ in owners], greedy, self.answer_batch_size)

@@ -139,8 +139,8 @@ def _reward_units(bank: LoraBank, chunk: Chunk, domain: Domain, config: RestEMCo
         self_edits = sample(bank.model, bank.tokenizer, prompt, config.k, config.sampling, seed)
         sample_seconds = round((time.perf_counter() - started) / config.k, 3)
         for k in (tag for tag in pending if isinstance(tag, int)):
-            fields = {"item_id": item_id, "baseline": False, "index": k, "prompt": prompt,
-                      "self_edit": self_edits[k], "sample_seconds": sample_seconds}  # fmt: skip
+            fields = {"item_id": item_id, "baseline": False, "index": k, "prompt": prompt, "self_edit": self_edits[k]}
+            fields["sample_seconds"] = sample_seconds
             units.append(Unit(unit_key(item_id, k), item, domain.to_update(item, self_edits[k]), seeds(k), fields))
     return units
 
