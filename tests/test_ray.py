@@ -21,10 +21,12 @@ TINY_LORA = LoraConfig(rank=4, alpha=8)
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    os.environ["RAY_worker_niceness"] = "0"  # Ray's default (15) starves workers on a busy machine
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     yield
     ray.shutdown()
+    del os.environ["RAY_worker_niceness"]
 
 
 def ray_executor(parallel: int = 1):
