@@ -12,7 +12,6 @@ from seal.engine.lora import (
     TrainConfig,
     TrainingExample,
     TrainJob,
-    _collate,
     length_grouped_batches,
     tokenize_example,
 )
@@ -162,13 +161,6 @@ def test_chat_examples_render_the_template_and_end_the_turn(tiny):
     rendered = render_prompt(tiny.tokenizer, "Which engineer?")
     assert tiny.tokenizer.decode(ids[:prompt_len]) == rendered
     assert tiny.tokenizer.decode(ids[prompt_len:]) == "Ottilie Brask" + tiny.tokenizer.eos_token
-
-
-def test_collate_masks_prompt_and_padding_by_position():
-    batch = _collate([([5, 6, 7, 8], 2), ([9, 10], 0)], pad_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
-    assert batch["labels"].tolist() == [[-100, -100, 7, 8], [9, 10, -100, -100]]
 
 
 def test_length_grouped_batches_cover_every_example_once():

@@ -124,26 +124,16 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
     return batches
 
 
-def _collate(batch: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for row, (ids, prompt_len) in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
 class Routing:
     """Which adapter slot each batch row uses (None: the base model), precomputed once per batch.
 
     Rows are processed grouped by slot: ``order`` sorts them (stable), ``segments`` are the
-    (slot, start, end) runs in that order, ``inverse`` puts the results back.
+    (slot, start, end) runs in that order, ``inverse`` puts the results back. With ``per_token``
+    the batch is one packed row and ``slots`` gives the slot of each of its tokens instead.
     """
 
-    def __init__(self, slots: Sequence[int | None], device: torch.device):
+    def __init__(self, slots: Sequence[int | None], device: torch.device, per_token: bool = False):
+        self.per_token = per_token
         self.n_rows = len(slots)
         order = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
         self.is_sorted = order == list(range(len(slots)))
@@ -199,21 +189,24 @@ class MultiLoraLinear(nn.Module):
         routing = self._routing.current
         if routing is None:
             return out
-        if x.shape[0] != routing.n_rows:
-            raise RuntimeError(f"batch of {x.shape[0]} rows routed with {routing.n_rows} slots")
-        h = self.dropout(x)
+        rows = x[0] if routing.per_token else x  # a packed row is routed token by token
+        if rows.shape[0] != routing.n_rows:
+            raise RuntimeError(f"{rows.shape[0]} rows (or packed tokens) routed with {routing.n_rows} slots")
+        h = self.dropout(rows)
         if not routing.is_sorted:
             h = h[routing.order]
+        # split, not slicing: its backward is one concatenation, not a zero-filled full-size gradient per piece
+        parts = h.split([end - start for _, start, end in routing.segments])
         pieces = [
-            out.new_zeros(end - start, *out.shape[1:])
+            part.new_zeros(*part.shape[:-1], out.shape[-1])
             if slot is None
-            else (h[start:end] @ self.lora_a[slot]) @ self.lora_b[slot]
-            for slot, start, end in routing.segments
+            else (part @ self.lora_a[slot]) @ self.lora_b[slot]
+            for (slot, _, _), part in zip(routing.segments, parts)
         ]
         delta = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if not routing.is_sorted:
             delta = delta[routing.inverse]
-        return out + self.scaling * delta
+        return out + self.scaling * (delta.unsqueeze(0) if routing.per_token else delta)
 
 
 @dataclass
@@ -268,9 +261,10 @@ class LoraBank:
             layer.reset(slot, generator)
 
     @contextmanager
-    def routed(self, slots: Sequence[int | None]) -> Iterator[None]:
-        """Within the block, batch row i goes through adapter ``slots[i]`` (None: no adapter)."""
-        self._routing.current = Routing(slots, self.model.device)
+    def routed(self, slots: Sequence[int | None], per_token: bool = False) -> Iterator[None]:
+        """Within the block, batch row i goes through adapter ``slots[i]`` (None: no adapter);
+        with ``per_token``, token i of a single packed row does."""
+        self._routing.current = Routing(slots, self.model.device, per_token)
         try:
             yield
         finally:
@@ -352,39 +346,47 @@ class LoraBank:
                     parameter.requires_grad_(False)
 
     def _joint_step(self, plans: list[_Plan]) -> list[float]:
-        """One forward/backward over the current batch of every plan; returns each plan's mean loss."""
-        rows, slots, owner = [], [], []
+        """One forward/backward over the current batch of every plan; returns each plan's mean loss.
+
+        The sequences are packed into one row (positions restart per sequence, so attention stays
+        within each; no padding is computed), ordered by slot and routed token by token.
+        """
+        device = self.model.device
+        ids: list[int] = []
+        positions: list[int] = []
+        targets: list[int] = []
+        token_slots: list[int] = []
+        target_owner: list[int] = []
         for index, plan in enumerate(plans):
             for example in plan.batches[plan.step]:
-                rows.append(plan.tokenized[example])
-                slots.append(plan.job.slot)
-                owner.append(index)
-        device = self.model.device
-        batch = {name: tensor.to(device) for name, tensor in _collate(rows, self.tokenizer.pad_token_id).items()}
-        with self.routed(slots):
-            token_losses, token_rows = self._token_losses(batch)
-        row_owner = torch.tensor(owner, device=device)
-        token_owner = row_owner[token_rows]
-        counts = torch.bincount(token_owner, minlength=len(plans)).clamp(min=1)
-        per_plan = torch.zeros(len(plans), device=device).index_add(0, token_owner, token_losses) / counts
-        per_plan.sum().backward()
-        row_tokens = batch["attention_mask"].sum(dim=1)
-        for index, plan in enumerate(plans):
-            plan.tokens += int(row_tokens[row_owner == index].sum())
+                sequence, prompt_len = plan.tokenized[example]
+                ids += sequence
+                positions += range(len(sequence))
+                # position t predicts token t + 1, if that token carries the loss
+                row_targets = [sequence[t + 1] if t + 1 >= prompt_len else -100 for t in range(len(sequence) - 1)]
+                targets += row_targets + [-100]
+                token_slots += [plan.job.slot] * len(sequence)
+                target_owner += [index] * sum(t != -100 for t in row_targets)
+                plan.tokens += len(sequence)
             plan.step += 1
-        return per_plan.tolist()
-
-    def _token_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy of every target token and its row; the vocabulary projection runs on targets only."""
-        hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
-        targets = batch["labels"][:, 1:]
-        mask = targets != -100
-        logits = self.model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+        with self.routed(token_slots, per_token=True):
+            hidden = self.model.base_model(
+                input_ids=torch.tensor([ids], device=device),
+                position_ids=torch.tensor([positions], device=device),
+                use_cache=False,
+            )[0][0]
+        target_ids = torch.tensor(targets, device=device)
+        mask = target_ids != -100
+        logits = self.model.get_output_embeddings()(hidden[mask]).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:
             logits = cap * torch.tanh(logits / cap)
-        losses = nn.functional.cross_entropy(logits, targets[mask], reduction="none")
-        return losses, mask.nonzero()[:, 0]
+        token_losses = nn.functional.cross_entropy(logits, target_ids[mask], reduction="none")
+        owner = torch.tensor(target_owner, device=device)
+        counts = torch.bincount(owner, minlength=len(plans)).clamp(min=1)
+        per_plan = torch.zeros(len(plans), device=device).index_add(0, owner, token_losses) / counts
+        per_plan.sum().backward()
+        return per_plan.tolist()
 
     def merge(self, slot: int) -> None:
         """Add adapter ``slot`` into the base weights (in place); :meth:`restore` undoes every merge."""

@@ -114,7 +114,7 @@ class InnerLoop:
             except Exception as error:  # noqa: BLE001 - a grader fault costs this unit only
                 outcomes.append(self._failed(job, error))
                 continue
-            seconds = {"score": answer_share + time.perf_counter() - started}
+            seconds = {"answer": answer_share, "grade": time.perf_counter() - started}
             if slot is None:
                 outcomes.append(Outcome(score=score, seconds=seconds))
             else:
