@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.evaluate import EvalConfig, make_grader, select_passages
+from seal.domains.knowledge.evaluate import EvalConfig, make_domain, select_passages
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraBank
@@ -66,13 +66,7 @@ def run_continual(
         "self_edit_prompt_text": SELF_EDIT_PROMPTS[evaluation.self_edit_prompt],
     }
     run.start(record, resume)
-    domain = KnowledgeDomain(
-        make_grader(evaluation),
-        evaluation.train,
-        evaluation.self_edit_prompt,
-        evaluation.split_lines,
-        evaluation.answer_tokens,
-    )
+    domain = make_domain(evaluation)
     done = run.completed_units()
     work = [(s, sequences[s]) for s in range(config.sequences) if f"sequence-{s}" not in done]
     executor = executor or make_executor(ExecutorSpec(parallel=1))

@@ -91,6 +91,13 @@ def make_grader(config: EvalConfig) -> Grader:
     return judge
 
 
+def make_domain(config: EvalConfig) -> KnowledgeDomain:
+    """The knowledge domain with the config's grader, inner-loop training and self-edit settings."""
+    return KnowledgeDomain(
+        make_grader(config), config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens
+    )
+
+
 def select_passages(config: EvalConfig) -> list[Passage]:
     """The passages to evaluate, validated, with external self-edits attached when asked for."""
     data = config.data or default_data_path()
@@ -129,10 +136,9 @@ def run_eval(
     process, 4 at a time); it changes the speed, not the numbers, so it is not part of the config.
     """
     passages = select_passages(config)
-    grader = make_grader(config)
+    domain = make_domain(config)  # a judge that cannot be reached stops the run before anything is written
     run = RunDirectory(out)
     run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
-    domain = KnowledgeDomain(grader, config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens)
     score_candidates(
         run,
         executor or make_executor(ExecutorSpec()),

@@ -21,7 +21,7 @@ from typing import Any
 
 from seal.domains.knowledge.data import DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.evaluate import EvalConfig, make_grader, run_eval, select_passages
+from seal.domains.knowledge.evaluate import EvalConfig, make_domain, run_eval, select_passages
 from seal.engine.generation import sample
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
@@ -87,13 +87,7 @@ def run_train(
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
         return run_eval(replace(evaluation, model=policy), directory, True, progress, executor)
 
-    domain = KnowledgeDomain(
-        make_grader(evaluation),
-        evaluation.train,
-        evaluation.self_edit_prompt,
-        evaluation.split_lines,
-        evaluation.answer_tokens,
-    )
+    domain = make_domain(evaluation)
     summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, executor, progress)
     write_examples(out, evaluation, domain, config.restem.rounds)
     return summaries
