@@ -11,7 +11,7 @@ them without restarting anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from seal.engine.lora import LoraBank, LoraConfig
 
@@ -66,8 +66,3 @@ def make_executor(spec: ExecutorSpec) -> Executor:
     from seal.executors.local import LocalExecutor
 
     return LocalExecutor(spec)
-
-
-def describe(spec: ExecutorSpec) -> dict[str, Any]:
-    """For logs and benchmark records; not part of any run config (executors do not change results)."""
-    return {"kind": spec.kind, "parallel": spec.parallel, **({"workers": spec.workers} if spec.kind == "ray" else {})}

@@ -104,6 +104,74 @@ class RayExecutor:
             idle.append(actor_index)
             yield result
 
+    def release(self) -> None:
+        self._holder.release()
+
+
+class RayExecutor:
+    def __init__(self, spec: ExecutorSpec):
+        try:
+            import ray
+        except ImportError as error:
+            raise ValueError("--executor ray needs Ray: pip install 'ray>=2.9'") from error
+        self._ray = ray
+        self.spec = spec
+        if not ray.is_initialized():
+            # Without an address: a local Ray instance. The working directory is not shipped: the
+            # package must be installed on every node (see the README's cluster section).
+            ray.init(address=spec.address, log_to_driver=False, include_dashboard=False)
+        self._actor_class = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(_Worker)
+        self._actors: list[Any] = []
+        self._wanted: tuple[str, LoraConfig] | None = None
+        self.replaced = 0
+
+    def _new_actor(self) -> Any:
+        return self._actor_class.remote(self.spec.parallel, max(1, int(self.spec.cpus_per_worker)))
+
+    def use(self, model: str, lora: LoraConfig) -> None:
+        self._wanted = (model, lora)
+
+    def map(self, fn: Callable[[LoraBank, T], R], tasks: Iterable[T]) -> Iterator[R]:
+        ray = self._ray
+        if self._wanted is None:
+            raise RuntimeError("no model chosen: call use(model, lora) before map()")
+        queue = iter(tasks)
+        fn_ref = ray.put(fn)
+        running: dict[Any, tuple[int, T, int]] = {}  # result ref -> (actor index, task, attempts so far)
+        idle = list(range(self.spec.workers))
+
+        def submit(actor_index: int, task: T, attempts: int) -> None:
+            while len(self._actors) <= actor_index:
+                self._actors.append(self._new_actor())
+            ref = self._actors[actor_index].run.remote(self._wanted, fn_ref, task)
+            running[ref] = (actor_index, task, attempts)
+
+        exhausted = False
+        while True:
+            while idle and not exhausted:
+                task = next(queue, _END)
+                if task is _END:
+                    exhausted = True
+                else:
+                    submit(idle.pop(), task, 0)
+            if not running:
+                return
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            actor_index, task, attempts = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                if attempts + 1 > MAX_RETRIES:
+                    raise RuntimeError(f"a task failed on {MAX_RETRIES + 1} workers in a row: {error}") from error
+                log.warning("worker %d died (%s); replacing it, retrying its task", actor_index, type(error).__name__)
+                ray.kill(self._actors[actor_index], no_restart=True)
+                self._actors[actor_index] = self._new_actor()
+                self.replaced += 1
+                submit(actor_index, task, attempts + 1)
+                continue
+            idle.append(actor_index)
+            yield result
+
     def actors(self) -> list[Any]:
         """The live actor handles (for tests and monitoring)."""
         return list(self._actors)
