@@ -17,7 +17,7 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig
 from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
-from seal.loops.continual import STRATEGIES
+from seal.loops.continual import STRATEGIES, ContinualConfig
 from seal.loops.restem import RestEMConfig
 from seal.models import EMBEDDED_MODEL
 from seal.models.loading import ModelLoadError
@@ -173,7 +173,6 @@ def cmd_grade_calibration(args: argparse.Namespace) -> None:
 
 def cmd_continual(args: argparse.Namespace) -> None:
     from seal.domains.knowledge.continual import run_continual
-    from seal.loops.continual import ContinualConfig
 
     evaluation = _eval_config(args, condition="self-edit")
     config = ContinualConfig(args.sequences, args.steps, args.strategy, args.replay_ratio, args.seed)
@@ -333,10 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     continual.add_argument("--out", required=True, help="run directory")
     continual.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
     continual.add_argument("--split", default="eval", choices=("eval", "train", "all"))
-    continual.add_argument("--sequences", type=int, default=8, help="random sequences of eval passages")
-    continual.add_argument("--steps", type=int, default=8, help="passages (self-edits) per sequence")
-    continual.add_argument("--strategy", default="merge", choices=STRATEGIES, help="merge (the paper) or replay")
-    continual.add_argument("--replay-ratio", type=float, default=1.0, help="replay: earlier sequences per new one")
+    continual_defaults = ContinualConfig()
+    continual.add_argument("--sequences", type=int, default=continual_defaults.sequences, help="sequences of passages")
+    continual.add_argument("--steps", type=int, default=continual_defaults.steps, help="passages per sequence")
+    continual.add_argument(
+        "--strategy", default=continual_defaults.strategy, choices=STRATEGIES, help="merge (the paper) or replay"
+    )
+    continual.add_argument(
+        "--replay-ratio", type=float, default=continual_defaults.replay_ratio, help="replay: old sequences per new one"
+    )
     continual.add_argument("--policy", help="a model that writes the self-edits (default: the model being updated)")
     _add_eval_options(continual)
     continual.set_defaults(run=cmd_continual)

@@ -1,12 +1,13 @@
 """LoRA updates on frozen base weights, many adapters at once.
 
 :class:`LoraBank` wraps every target linear layer of a model in a :class:`MultiLoraLinear` holding
-``n_slots`` independent low-rank adapters. Each row of a batch is routed to one slot, or to none
-(the base model). So K updates train in one forward/backward pass over one copy of the base
-weights, and then answer in one batched generation, instead of K passes. Each slot has its own
-examples, seed, learning rate, epochs and batch size, and trains as it would alone: the rows of
-different slots never mix (attention is per row, the loss is a sum of per-slot means), so the
-result differs from one-at-a-time training only by floating-point summation order.
+``n_slots`` independent low-rank adapters. Each row of a batch (or, in training, each token of
+one packed row) is routed to one slot, or to none (the base model). So K updates train in one
+forward/backward pass over one copy of the base weights, and then answer in one batched
+generation, instead of K passes. Each slot has its own examples, seed, learning rate, epochs and
+batch size, and trains as it would alone: sequences never mix (positions restart per packed
+sequence, so attention stays within it; the loss is a sum of per-slot means), so the result
+differs from one-at-a-time training only by floating-point summation order.
 
 No model is re-created and no ``Trainer`` is built per update. The base weights never receive
 gradients and stay bit-identical unless a slot is explicitly merged into them (:meth:`LoraBank.merge`).
