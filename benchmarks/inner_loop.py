@@ -40,22 +40,48 @@ from seal.engine.lora import LoraBank, tokenize_example
 from seal.grading import OfflineGrader
 from seal.loops.inner import InnerLoop, Job
 from seal.models import load_model
+from seal.models.loading import default_device
 from seal.seeding import unit_seed
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
 
 SELF_EDITS = "../shared/data/seal-reference/selfedits/iter2_val.json"
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 matmul FLOP/s of this process (same threads as the runs)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_flops(device: str, size: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 matmul FLOP/s of this process on ``device`` (same threads and precision settings as
+    the runs: on a GPU, TF32 stays off as PyTorch's default leaves it)."""
+    if device == "cuda":
+        size *= 4
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         started = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak memory so far: GPU memory allocated by PyTorch on a GPU, else this process's resident set."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def describe_machine(device: str) -> str:
+    threads = f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()}, {threads}"
+    return f"{platform.machine()}, {threads}"
 
 
 def train_flops_per_token(bank: LoraBank) -> float:
@@ -82,7 +108,8 @@ def peer_evaluate(model, tokenizer, domain: KnowledgeDomain, passage, update, co
             output_dir=scratch, per_device_train_batch_size=config.train.batch_size,
             num_train_epochs=config.train.epochs, learning_rate=config.train.learning_rate,
             lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=seed,
-            save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
+            save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
+            use_cpu=model.device.type == "cpu",
         )  # fmt: skip
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
         started = time.perf_counter()
@@ -93,6 +120,7 @@ def peer_evaluate(model, tokenizer, domain: KnowledgeDomain, passage, update, co
     for question in passage.questions:
         message = [{"role": "user", "content": QUESTION_PROMPT.format(title=passage.title, question=question.question)}]
         ids = tokenizer.apply_chat_template(message, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = {name: tensor.to(model.device) for name, tensor in ids.items()}
         with torch.no_grad():
             output = peft_model.generate(
                 **ids, max_new_tokens=config.answer_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
@@ -125,18 +153,20 @@ def main() -> None:
     units = [
         (p, domain.to_update(p, text), unit_seed(0, p.id, i)) for p in passages for i, text in enumerate(p.self_edits)
     ]
-    peak = matmul_peak_flops()
-    print(f"{len(units)} evaluations per side; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    device = default_device()
+    peak = matmul_peak_flops(device)
+    print(f"{len(units)} evaluations per side on {device}; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=device)
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=args.parallel)
     started = time.perf_counter()
     outcomes = InnerLoop(bank, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
+    synchronize(device)
     ours_seconds = time.perf_counter() - started
     ours_train_seconds = sum(o.seconds["train"] for o in outcomes)
     tokens = sum(o.train.tokens for o in outcomes)
     flops = tokens * train_flops_per_token(bank)
-    ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ours_peak_mb = peak_memory_mb(device)
     base_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
     adapters_mb = (
         sum(p.numel() * p.element_size() for s in range(args.parallel) for p in bank.slot_parameters(s)) / 2**20
@@ -145,7 +175,7 @@ def main() -> None:
     if args.bf16:
         bank_bf16 = LoraBank(load_model(args.model).model, loaded.tokenizer, config.lora, n_slots=args.parallel)
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             outcomes_bf16 = InnerLoop(bank_bf16, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
         bf16_seconds = time.perf_counter() - started
         print(f"ours under bf16 autocast: {bf16_seconds:.1f} s")
@@ -172,7 +202,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "command": f"benchmarks/inner_loop.py{' --quick' if args.quick else ''} --model {args.model} "
         f"--n-passages {args.n_passages} --k {args.k} --parallel {args.parallel}",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "machine": describe_machine(device),
         "model": args.model,
         "evaluations": len(units),
         "parallel": args.parallel,
@@ -192,8 +222,9 @@ def main() -> None:
         "peer_train_flops_fraction_of_peak": flops / peer_train_seconds / peak,
         "ours_seconds": {"total": ours_seconds, "train": ours_train_seconds},
         "peer_seconds": {"total": peer_seconds, "train": peer_train_seconds},
-        "peak_rss_mb": ours_rss,
-        "peak_rss_mb_after_peer": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory": "GPU memory allocated by PyTorch" if device == "cuda" else "process resident set",
+        "peak_rss_mb": ours_peak_mb,
+        "peak_rss_mb_after_peer": peak_memory_mb(device),
         "model_weights_mb": base_mb - adapters_mb,
         "adapter_slots_mb": adapters_mb,
     }

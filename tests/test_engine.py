@@ -45,16 +45,16 @@ def base_fingerprint(bank: LoraBank) -> str:
     for name, tensor in sorted(bank.model.state_dict().items()):
         if ".lora_" not in name:
             digest.update(name.encode())
-            digest.update(tensor.numpy().tobytes())
+            digest.update(tensor.cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
 def logits(bank: LoraBank, slots: list[int | None] | None = None) -> torch.Tensor:
     """Last-token logits of the probe prompts, row i through adapter slots[i] (None: unrouted)."""
     bank.tokenizer.padding_side = "left"
-    ids = bank.tokenizer(PROBE, return_tensors="pt", padding=True)
+    ids = bank.tokenizer(PROBE, return_tensors="pt", padding=True).to(bank.model.device)
     with torch.no_grad(), bank.routed(slots) if slots else nullcontext():
-        return bank.model(**ids).logits[:, -1]
+        return bank.model(**ids).logits[:, -1].cpu()
 
 
 def adapter_weights(bank: LoraBank, slot: int) -> list[torch.Tensor]:
