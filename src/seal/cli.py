@@ -26,11 +26,13 @@ from seal.runs import RunError, json_safe
 DEMO_CONDITIONS = ("base", "passage", "self-edit")
 
 
-def _add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """Where the inner loop runs. Speed settings only: the results are the same, so not in the run config."""
+def _add_executor_options(parser: argparse.ArgumentParser, parallel: bool = True) -> None:
+    """Where the inner loop runs. Speed settings only: the results are the same, so not in the run config.
+    ``parallel=False`` for commands whose work is one update at a time (continual sequences)."""
     defaults = ExecutorSpec()
     add = parser.add_argument
-    add("--parallel", type=int, default=defaults.parallel, help="updates trained and scored together per worker")
+    if parallel:
+        add("--parallel", type=int, default=defaults.parallel, help="updates trained and scored together per worker")
     add("--executor", default=defaults.kind, choices=KINDS, help="run the inner loop here or on Ray actors")
     add("--ray-address", help="address of a running Ray cluster (default: start a local one)")
     add("--workers", type=int, default=defaults.workers, help="Ray actors, each holding the model")
@@ -48,7 +50,7 @@ def _executor(args: argparse.Namespace, parallel: int | None = None) -> Executor
     return make_executor(spec)
 
 
-def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) -> None:
     defaults = EvalConfig()
     add = parser.add_argument
     add("--model", default=defaults.model, help=f"HF id, local directory, {EMBEDDED_MODEL} (default) or tiny-random")
@@ -67,7 +69,7 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     add("--grader", default=defaults.grader, choices=GRADERS)
     add("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from OPENAI_API_KEY)")
     add("--judge-model", help="judge model name, e.g. gpt-4.1")
-    _add_executor_options(parser)
+    _add_executor_options(parser, parallel)
     add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
     add("--quiet", action="store_true", help="no progress bars")
 
@@ -176,7 +178,7 @@ def cmd_continual(args: argparse.Namespace) -> None:
 
     evaluation = _eval_config(args, condition="self-edit")
     config = ContinualConfig(args.sequences, args.steps, args.strategy, args.replay_ratio, args.seed)
-    executor = _executor(args, parallel=1)  # a sequence is one update at a time
+    executor = _executor(args, parallel=1)  # a sequence is one update at a time; sequences spread over workers
     summary = run_continual(evaluation, config, args.out, args.policy, args.resume, not args.quiet, executor)
     lo, hi = summary["retention_ci95"]
     print(f"retention  {summary['retention']:.1%} [{lo:.1%}, {hi:.1%}]  (passages 1..K-1 after step K)")
@@ -342,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay-ratio", type=float, default=continual_defaults.replay_ratio, help="replay: old sequences per new one"
     )
     continual.add_argument("--policy", help="a model that writes the self-edits (default: the model being updated)")
-    _add_eval_options(continual)
+    _add_eval_options(continual, parallel=False)
     continual.set_defaults(run=cmd_continual)
 
     continual_compare = domains.add_parser("continual-compare", help="strategies side by side, paired by sequence")
