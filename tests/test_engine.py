@@ -137,6 +137,30 @@ def test_a_merged_and_saved_adapter_is_the_routed_model(tmp_path):
     torch.testing.assert_close(logits(plain), routed, rtol=1e-4, atol=1e-4)
 
 
+def test_bf16_base_precision_trains_like_fp32_and_keeps_its_copy_in_step_with_merges():
+    """The frozen projections multiply in bf16; the adapter still learns what it learns in fp32,
+    and merge / restore refresh the bf16 copy (so the merged model is the routed one)."""
+    job = TrainJob(0, EXAMPLES, FAST, seed=0)
+    exact = new_bank()
+    (exact_stats,) = exact.train([job])
+    loaded = load_model("tiny-random")
+    fast = LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="bf16"))
+    assert all(layer.base_weight_copy.dtype == torch.bfloat16 for layer in fast.layers)
+    before = logits(fast)
+    torch.testing.assert_close(before, logits(new_bank()), rtol=0.05, atol=0.05)  # bf16-close, not equal
+    (fast_stats,) = fast.train([job])
+    assert fast_stats.final_loss == pytest.approx(exact_stats.final_loss, rel=0.05)
+    routed = logits(fast, [0, 0])
+    assert not torch.allclose(routed, before, atol=1e-3)
+    torch.testing.assert_close(routed, logits(exact, [0, 0]), rtol=0.05, atol=0.05)
+    fast.merge(0)
+    torch.testing.assert_close(logits(fast), routed, rtol=1e-2, atol=1e-2)
+    fast.restore()
+    assert torch.equal(logits(fast), before)
+    with pytest.raises(ValueError, match="base precision"):
+        LoraConfig(base_precision="fp8")
+
+
 def test_bad_jobs_and_banks_are_refused(bank):
     with pytest.raises(ValueError, match="distinct slots"):
         bank.train([TrainJob(0, EXAMPLES, FAST, 0), TrainJob(0, OTHER, FAST, 1)])

@@ -14,7 +14,7 @@ from seal.domains.knowledge.data import demo_data_path
 from seal.domains.knowledge.evaluate import CONDITIONS, GRADERS, EvalConfig, run_eval
 from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraConfig, TrainConfig
+from seal.engine.lora import BASE_PRECISIONS, LoraConfig, TrainConfig
 from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
 from seal.loops.continual import STRATEGIES, ContinualConfig
@@ -50,6 +50,22 @@ def _executor(args: argparse.Namespace, parallel: int | None = None) -> Executor
     return make_executor(spec)
 
 
+def _add_lora_options(parser: argparse.ArgumentParser) -> None:
+    defaults = LoraConfig()
+    parser.add_argument("--lora-rank", type=int, default=defaults.rank)
+    parser.add_argument("--lora-alpha", type=int, default=defaults.alpha)
+    parser.add_argument(
+        "--base-precision",
+        default=defaults.base_precision,
+        choices=sorted(BASE_PRECISIONS),
+        help="precision of the frozen projections' matmuls (bf16: faster on CPUs with bf16 units; adapters stay fp32)",
+    )
+
+
+def _lora_config(args: argparse.Namespace) -> LoraConfig:
+    return LoraConfig(rank=args.lora_rank, alpha=args.lora_alpha, base_precision=args.base_precision)
+
+
 def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) -> None:
     defaults = EvalConfig()
     add = parser.add_argument
@@ -60,8 +76,7 @@ def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) ->
     add("--temperature", type=float, default=defaults.sampling.temperature, help="self-edit sampling temperature")
     add("--top-p", type=float, default=defaults.sampling.top_p)
     add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
-    add("--lora-rank", type=int, default=defaults.lora.rank)
-    add("--lora-alpha", type=int, default=defaults.lora.alpha)
+    _add_lora_options(parser)
     add("--lr", type=float, default=defaults.train.learning_rate)
     add("--epochs", type=int, default=defaults.train.epochs)
     add("--batch-size", type=int, default=defaults.train.batch_size)
@@ -86,7 +101,7 @@ def _eval_config(args: argparse.Namespace, **overrides: object) -> EvalConfig:
         self_edit_prompt=args.self_edit_prompt,
         split_lines=args.split_lines,
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_tokens),
-        lora=LoraConfig(rank=args.lora_rank, alpha=args.lora_alpha),
+        lora=_lora_config(args),
         train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size),
         answer_tokens=args.answer_tokens,
         grader=args.grader,
@@ -207,8 +222,7 @@ def _add_arc_options(parser: argparse.ArgumentParser) -> None:
     add("--temperature", type=float, default=defaults.sampling.temperature)
     add("--top-p", type=float, default=defaults.sampling.top_p)
     add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
-    add("--lora-rank", type=int, default=defaults.lora.rank)
-    add("--lora-alpha", type=int, default=defaults.lora.alpha)
+    _add_lora_options(parser)
     add("--max-examples", type=int, default=budget.max_examples, help="TTT examples per self-edit, at most")
     add("--max-example-tokens", type=int, default=budget.max_example_chars, help="context budget per example")
     add("--max-train-tokens", type=int, default=budget.max_train_tokens, help="TTT tokens per self-edit (x epochs)")
@@ -228,7 +242,7 @@ def _arc_config(args: argparse.Namespace, **overrides: object):
         tasks_file=args.tasks_file,
         k=args.k,
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_tokens),
-        lora=LoraConfig(rank=args.lora_rank, alpha=args.lora_alpha),
+        lora=_lora_config(args),
         budget=Budget(args.max_examples, args.max_example_tokens, args.max_train_tokens),
         seed=args.seed,
     )

@@ -19,6 +19,22 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked (exists without --resume, config mismatch, ...)."""
 
 
+# Settings added after runs were already being written, with the value every earlier run used.
+# A saved config without one of them was made with that value, so it resumes with that value.
+ADDED_SETTINGS: dict[str, Any] = {"base_precision": "fp32"}
+
+
+def _with_added_settings(saved: Any, config: Any) -> Any:
+    """``saved`` with each added setting that ``config`` holds at the same place filled in at its old value."""
+    if not isinstance(saved, dict) or not isinstance(config, dict):
+        return saved
+    filled = {key: _with_added_settings(value, config.get(key)) for key, value in saved.items()}
+    for key, old_value in ADDED_SETTINGS.items():
+        if key in config and key not in saved:
+            filled[key] = old_value
+    return filled
+
+
 class AppendOnlyLog:
     """A JSON-lines file written in whole units, readable after a crash at any point."""
 
@@ -89,7 +105,7 @@ class RunDirectory:
                 raise RunError(
                     f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
                 )
-            saved = json.loads(config_path.read_text())
+            saved = _with_added_settings(json.loads(config_path.read_text()), config)
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             if set(changed) - extendable:
                 raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")

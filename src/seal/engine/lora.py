@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from seal.engine.generation import SamplingConfig, generate, render_prompt, tokenize_prompt
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+BASE_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,16 @@ class LoraConfig:
     alpha: int = 64
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ALL_PROJECTIONS
+    base_precision: str = "fp32"
+    """How the frozen projections multiply: ``fp32``, or ``bf16`` (a bf16 copy of each frozen weight;
+    the adapters, their sum with the base output and everything outside the projections stay in
+    the model's precision, so small updates are not rounded away as under bf16 autocast)."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha <= 0:
             raise ValueError(f"LoRA rank must be >= 1 and alpha > 0, got rank={self.rank} alpha={self.alpha}")
+        if self.base_precision not in BASE_PRECISIONS:
+            raise ValueError(f"base precision must be one of {', '.join(BASE_PRECISIONS)}, got {self.base_precision!r}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,20 @@ class MultiLoraLinear(nn.Module):
             for _ in range(n_slots)
         )
         self._routing = routing
+        self._compute_dtype = BASE_PRECISIONS[lora.base_precision]
+        self.register_buffer("base_weight_copy", None, persistent=False)
+        self.refresh_base_copy()
+
+    def refresh_base_copy(self) -> None:
+        """Re-derive the reduced-precision copy of the frozen weight (after it was merged into or restored)."""
+        if self._compute_dtype is not None and self.base.weight.dtype != self._compute_dtype:
+            self.base_weight_copy = self.base.weight.detach().to(self._compute_dtype)
+
+    def _base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.base_weight_copy is None:
+            return self.base(x)
+        out = nn.functional.linear(x.to(self.base_weight_copy.dtype), self.base_weight_copy).to(x.dtype)
+        return out if self.base.bias is None else out + self.base.bias
 
     def reset(self, slot: int, generator: torch.Generator) -> None:
         """A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's Kaiming-uniform default), B = 0: the update starts as identity."""
@@ -186,7 +207,7 @@ class MultiLoraLinear(nn.Module):
         return self.scaling * (self.lora_a[slot] @ self.lora_b[slot]).T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
+        out = self._base_forward(x)
         routing = self._routing.current
         if routing is None:
             return out
@@ -396,6 +417,7 @@ class LoraBank:
                 self._unmerged = [layer.base.weight.clone() for layer in self.layers]
             for layer in self.layers:
                 layer.base.weight += layer.delta_weight(slot).to(layer.base.weight.dtype)
+                layer.refresh_base_copy()
 
     def restore(self) -> None:
         """The base weights as they were loaded, bit for bit (nothing to do if nothing was merged)."""
@@ -404,6 +426,7 @@ class LoraBank:
         with torch.no_grad():
             for layer, weight in zip(self.layers, self._unmerged):
                 layer.base.weight.copy_(weight)
+                layer.refresh_base_copy()
         self._unmerged = None
 
     def save_pretrained(self, directory: str | Path) -> None:

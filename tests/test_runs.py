@@ -1,0 +1,26 @@
+import json
+
+import pytest
+
+from seal.runs import RunDirectory, RunError
+
+
+def started_run(path, config):
+    run = RunDirectory(path)
+    run.start(config, resume=False)
+    run.append_unit("u", [{"reward": 1.0}])
+    return run
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_only_at_that_settings_old_value(tmp_path):
+    started_run(tmp_path, {"lora": {"rank": 4}, "seed": 0})
+    RunDirectory(tmp_path).start({"lora": {"rank": 4, "base_precision": "fp32"}, "seed": 0}, resume=True)
+    assert json.loads((tmp_path / "config.json").read_text())["lora"]["base_precision"] == "fp32"
+    with pytest.raises(RunError, match="changed: lora"):
+        RunDirectory(tmp_path).start({"lora": {"rank": 4, "base_precision": "bf16"}, "seed": 0}, resume=True)
+
+
+def test_resuming_with_another_setting_names_it(tmp_path):
+    started_run(tmp_path, {"lora": {"rank": 4}, "seed": 0})
+    with pytest.raises(RunError, match="changed: seed"):
+        RunDirectory(tmp_path).start({"lora": {"rank": 4}, "seed": 1}, resume=True)
