@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,28 @@ def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
     assert len(after) == 6 and len({r["unit"] for r in after}) == 6  # 2 passages x (baseline + K=2), no duplicate
     assert (tmp_path / "run" / "round-1" / "eval" / "summary.json").exists()
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
+
+
+def test_report_correlates_self_edit_properties_with_their_advantage():
+    from seal.domains.knowledge.report import self_edit_features, what_rewards_favour
+
+    prompt = "Read the passage: the bridge was completed in 1871 by Ottilie Brask"
+
+    def record(item: str, text: str, reward: float, baseline: bool = False) -> dict:
+        return {"item_id": item, "baseline": baseline, "reward": reward, "prompt": prompt, "self_edit": text}
+
+    assert self_edit_features(record("a", "the bridge the unknown", 0.0)) == {
+        "words": 4.0, "from the passage": 0.75, "distinct": 0.75,
+    }  # fmt: skip
+    records = [
+        record("a", "", 0.2, baseline=True),
+        record("a", "bridge completed 1871", 0.6),  # all from the passage: advantage +0.4
+        record("a", "bridge over dragons", 0.2),  # a third: 0
+        record("a", "dragons sing loudly", 0.0),  # none: -0.2
+        record("b", "no baseline for this item", 1.0),
+    ]
+    favoured = what_rewards_favour(records)
+    assert favoured["from the passage"][0] == pytest.approx((1 + 1 / 3 + 0) / 3)
+    assert favoured["from the passage"][1] == pytest.approx(1.0)  # advantage grows linearly with it here
+    assert np.isnan(favoured["words"][1])  # every self-edit has 3 words: no correlation to speak of
+    assert what_rewards_favour(records[:2]) == {}

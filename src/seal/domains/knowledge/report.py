@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,40 @@ def _difference(a: Path, b: Path) -> str:
     x, y = np.array([ca[p] for p in shared]).reshape(-1, 2), np.array([cb[p] for p in shared]).reshape(-1, 2)
     delta, lo, hi = paired_difference_ci(x[:, 0], x[:, 1], y[:, 0], y[:, 1])
     return f"{delta:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(shared)} passages"
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def self_edit_features(record: dict[str, Any]) -> dict[str, float]:
+    """Plain properties of a scored self-edit: its length in words, the share of its words that occur
+    in its prompt (which holds the passage), and the share of its words that are distinct."""
+    words = _words(record["self_edit"])
+    prompt_words = set(_words(record["prompt"]))
+    n = max(len(words), 1)
+    return {
+        "words": float(len(words)),
+        "from the passage": sum(w in prompt_words for w in words) / n,
+        "distinct": len(set(words)) / n,
+    }
+
+
+def what_rewards_favour(records: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per feature: its mean over self-edits and its Pearson correlation with the self-edit's advantage
+    (reward minus its passage's baseline reward). Items without a baseline are left out."""
+    baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
+    scored = [r for r in records if not r["baseline"] and r["item_id"] in baselines]
+    if len(scored) < 3:
+        return {}
+    advantage = np.array([r["reward"] - baselines[r["item_id"]] for r in scored])
+    features = [self_edit_features(r) for r in scored]
+    result = {}
+    for name in features[0]:
+        values = np.array([f[name] for f in features])
+        varies = values.std() > 0 and advantage.std() > 0
+        result[name] = (float(values.mean()), float(np.corrcoef(values, advantage)[0, 1]) if varies else float("nan"))
+    return result
 
 
 def _accuracy_plot(bars: list[tuple[str, dict[str, Any]]], path: Path) -> None:
@@ -114,6 +149,18 @@ def write_report(out: str | Path) -> Path:
             kept = json.loads((out / f"round-{r}" / "kept.json").read_text())["kept"]
             seconds = sum(x["seconds"] + x.get("sample_seconds", 0.0) for x in records)
             lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} | {seconds:.0f} |")
+        lines += [
+            "",
+            "What the rewards favour: correlation of a self-edit's property with its advantage "
+            "(reward minus the passage-only baseline of the same passage).",
+            "",
+            "| round | property | mean | correlation with advantage |",
+            "|---|---|---|---|",
+        ]
+        for r in rewards:
+            favoured = what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records())
+            for name, (mean, correlation) in favoured.items():
+                lines.append(f"| {r} | {name} | {mean:.2f} | {correlation:+.2f} |")
     examples_path = out / "examples.json"
     if examples_path.exists():
         examples = json.loads(examples_path.read_text())
