@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from seal.domain import Queries, Rejection, Score, Update
+from seal.domains.knowledge.report import PHASES, seconds_by_phase, self_edit_features, what_rewards_favour
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig, TrainConfig, TrainingExample
 from seal.executors import ExecutorSpec, make_executor
@@ -148,11 +149,13 @@ def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
     assert len(after) == 6 and len({r["unit"] for r in after}) == 6  # 2 passages x (baseline + K=2), no duplicate
     assert (tmp_path / "run" / "round-1" / "eval" / "summary.json").exists()
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "accuracy.png").exists()
+    phases = seconds_by_phase(tmp_path / "run", 1)
+    assert set(phases) == set(PHASES) and phases["SFT"] >= 0  # tiny-random may keep nothing to train on
+    assert all(phases[name] > 0 for name in ("sample self-edits", "score self-edits", "held-out eval"))
+    assert "Compute seconds per phase" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_report_correlates_self_edit_properties_with_their_advantage():
-    from seal.domains.knowledge.report import self_edit_features, what_rewards_favour
-
     prompt = "Read the passage: the bridge was completed in 1871 by Ottilie Brask"
 
     def record(item: str, text: str, reward: float, baseline: bool = False) -> dict:

@@ -67,6 +67,26 @@ def what_rewards_favour(records: list[dict[str, Any]]) -> dict[str, tuple[float,
     return result
 
 
+PHASES = ("sample self-edits", "score self-edits", "SFT", "held-out eval")
+
+
+def seconds_by_phase(out: Path, round_index: int) -> dict[str, float]:
+    """Compute seconds a round spent per phase, from what its files record: sampling and scoring the
+    self-edits (``rewards.jsonl``), the SFT step (``sft.json``) and the held-out evaluation (``eval``).
+    Shares of joint passes are summed, so this is where the time goes, not elapsed wall-clock time."""
+    directory = out / f"round-{round_index}"
+    rewards = AppendOnlyLog(directory / "rewards.jsonl").records()
+    phases = {
+        "sample self-edits": sum(r.get("sample_seconds", 0.0) for r in rewards),
+        "score self-edits": sum(r["seconds"] for r in rewards),
+    }
+    if (directory / "sft.json").exists():
+        phases["SFT"] = json.loads((directory / "sft.json").read_text())["seconds"]
+    evaluated = {r["unit"]: r["seconds"] for r in RunDirectory(directory / "eval").records()}
+    phases["held-out eval"] = sum(sum(s.values()) for s in evaluated.values())
+    return phases
+
+
 def _accuracy_plot(bars: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
@@ -161,6 +181,17 @@ def write_report(out: str | Path) -> Path:
             favoured = what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records())
             for name, (mean, correlation) in favoured.items():
                 lines.append(f"| {r} | {name} | {mean:.2f} | {correlation:+.2f} |")
+    lines += [
+        "",
+        "Compute seconds per phase (shares of joint passes, summed from the run files):",
+        "",
+        "| round | " + " | ".join(PHASES) + " | total |",
+        "|---|" + "---|" * (len(PHASES) + 1),
+    ]
+    for r in rounds:
+        phases = seconds_by_phase(out, r)
+        cells = [f"{phases[name]:.0f}" if name in phases else "" for name in PHASES]
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {sum(phases.values()):.0f} |")
     examples_path = out / "examples.json"
     if examples_path.exists():
         examples = json.loads(examples_path.read_text())
