@@ -10,7 +10,12 @@ passage + self-edit, answer the passage's questions closed-book, grade.
 - ours: :class:`seal.loops.inner.InnerLoop` over a :class:`seal.engine.lora.LoraBank` with
   ``--parallel`` slots (K updates trained in one pass, answers generated in one batch).
 
-    .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--out PATH]
+    .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--bf16-base] [--out PATH]
+
+``--bf16-base`` also runs ours with ``base_precision="bf16"`` (frozen projections through a bf16
+copy) and reports its speed and its accuracy against ours in fp32. On a GPU the peak is measured
+there and ``peak_rss_mb`` holds the peak GPU memory allocated by PyTorch instead (``peak_memory``
+says which).
 
 Writes benchmarks/results/inner_loop.json (or --out). Run it on a quiet machine.
 """
@@ -177,7 +182,9 @@ def main() -> None:
     print(f"ours: {ours_seconds:.1f} s ({ours_train_seconds:.1f} s training, {tokens} tokens)")
     if args.bf16_base:
         bf16_lora = replace(config.lora, base_precision="bf16")
-        bank_bf16 = LoraBank(load_model(args.model).model, loaded.tokenizer, bf16_lora, n_slots=args.parallel)
+        bank_bf16 = LoraBank(
+            load_model(args.model, device=device).model, loaded.tokenizer, bf16_lora, n_slots=args.parallel
+        )
         started = time.perf_counter()
         outcomes_bf16 = InnerLoop(bank_bf16, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
         synchronize(device)
@@ -185,7 +192,7 @@ def main() -> None:
         bf16_train_seconds = sum(o.seconds["train"] for o in outcomes_bf16)
         print(f"ours with bf16 frozen projections: {bf16_seconds:.1f} s ({bf16_train_seconds:.1f} s training)")
 
-    peer_model = load_model(args.model)
+    peer_model = load_model(args.model, device=device)
     peer_scores, peer_train_seconds = [], 0.0
     started = time.perf_counter()
     for passage, update, seed in units:

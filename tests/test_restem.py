@@ -159,7 +159,11 @@ def test_report_correlates_self_edit_properties_with_their_advantage():
     prompt = "Read the passage: the bridge was completed in 1871 by Ottilie Brask"
 
     def record(item: str, text: str, reward: float, baseline: bool = False) -> dict:
-        return {"item_id": item, "baseline": baseline, "reward": reward, "prompt": prompt, "self_edit": text}
+        rejected = "empty self-edit" if not text and not baseline else None
+        return {
+            "item_id": item, "baseline": baseline, "reward": reward, "prompt": prompt, "self_edit": text,
+            "rejected": rejected,
+        }  # fmt: skip
 
     assert self_edit_features(record("a", "the bridge the unknown", 0.0)) == {
         "words": 4.0, "from the passage": 0.75, "distinct": 0.75,
@@ -169,6 +173,7 @@ def test_report_correlates_self_edit_properties_with_their_advantage():
         record("a", "bridge completed 1871", 0.6),  # all from the passage: advantage +0.4
         record("a", "bridge over dragons", 0.2),  # a third: 0
         record("a", "dragons sing loudly", 0.0),  # none: -0.2
+        record("a", "", 0.0),  # rejected: left out
         record("b", "no baseline for this item", 1.0),
     ]
     favoured = what_rewards_favour(records)

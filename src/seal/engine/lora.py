@@ -43,9 +43,10 @@ class LoraConfig:
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ALL_PROJECTIONS
     base_precision: str = "fp32"
-    """How the frozen projections multiply: ``fp32``, or ``bf16`` (a bf16 copy of each frozen weight;
-    the adapters, their sum with the base output and everything outside the projections stay in
-    the model's precision, so small updates are not rounded away as under bf16 autocast)."""
+    """How the frozen projections multiply, wherever the bank's model runs (training, answering,
+    writing self-edits): ``fp32``, or ``bf16`` through a bf16 copy of each loaded weight. Adapters,
+    merged adapters, their sum with the frozen output and everything outside the projections stay
+    in the model's precision, so small updates are not rounded away as under bf16 autocast."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha <= 0:
@@ -179,20 +180,32 @@ class MultiLoraLinear(nn.Module):
             for _ in range(n_slots)
         )
         self._routing = routing
-        self._compute_dtype = BASE_PRECISIONS[lora.base_precision]
-        self.register_buffer("base_weight_copy", None, persistent=False)
-        self.refresh_base_copy()
-
-    def refresh_base_copy(self) -> None:
-        """Re-derive the reduced-precision copy of the frozen weight (after it was merged into or restored)."""
-        if self._compute_dtype is not None and self.base.weight.dtype != self._compute_dtype:
-            self.base_weight_copy = self.base.weight.detach().to(self._compute_dtype)
+        compute_dtype = BASE_PRECISIONS[lora.base_precision]
+        low_precision = compute_dtype is not None and compute_dtype != base.weight.dtype
+        copy = base.weight.detach().to(compute_dtype) if low_precision else None
+        self.register_buffer("base_weight_copy", copy, persistent=False)
+        # With a low-precision copy, merged adapters stay low-rank terms in full precision: folded
+        # into the copy, updates smaller than its rounding step would vanish.
+        self.merged: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _base_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.base_weight_copy is None:
             return self.base(x)
         out = nn.functional.linear(x.to(self.base_weight_copy.dtype), self.base_weight_copy).to(x.dtype)
+        for a, b in self.merged:
+            out = out + (x @ a) @ b
         return out if self.base.bias is None else out + self.base.bias
+
+    def merge(self, slot: int) -> None:
+        """Add adapter ``slot`` to the frozen weight (and, with a low-precision copy, keep it as a term)."""
+        self.base.weight += self.delta_weight(slot).to(self.base.weight.dtype)
+        if self.base_weight_copy is not None:
+            self.merged.append((self.lora_a[slot].detach().clone(), self.scaling * self.lora_b[slot].detach()))
+
+    def restore(self, weight: torch.Tensor) -> None:
+        """Put the loaded frozen weight back and forget every merge."""
+        self.base.weight.copy_(weight)
+        self.merged = []
 
     def reset(self, slot: int, generator: torch.Generator) -> None:
         """A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's Kaiming-uniform default), B = 0: the update starts as identity."""
@@ -416,8 +429,7 @@ class LoraBank:
             if self._unmerged is None:
                 self._unmerged = [layer.base.weight.clone() for layer in self.layers]
             for layer in self.layers:
-                layer.base.weight += layer.delta_weight(slot).to(layer.base.weight.dtype)
-                layer.refresh_base_copy()
+                layer.merge(slot)
 
     def restore(self) -> None:
         """The base weights as they were loaded, bit for bit (nothing to do if nothing was merged)."""
@@ -425,8 +437,7 @@ class LoraBank:
             return
         with torch.no_grad():
             for layer, weight in zip(self.layers, self._unmerged):
-                layer.base.weight.copy_(weight)
-                layer.refresh_base_copy()
+                layer.restore(weight)
         self._unmerged = None
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -39,7 +39,7 @@ def _words(text: str) -> list[str]:
 
 def self_edit_features(record: dict[str, Any]) -> dict[str, float]:
     """Plain properties of a scored self-edit: its length in words, the share of its words that occur
-    in its prompt (which holds the passage), and the share of its words that are distinct."""
+    in its prompt (the passage and a short instruction), and the share of its words that are distinct."""
     words = _words(record["self_edit"])
     prompt_words = set(_words(record["prompt"]))
     n = max(len(words), 1)
@@ -52,9 +52,10 @@ def self_edit_features(record: dict[str, Any]) -> dict[str, float]:
 
 def what_rewards_favour(records: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     """Per feature: its mean over self-edits and its Pearson correlation with the self-edit's advantage
-    (reward minus its passage's baseline reward). Items without a baseline are left out."""
+    (reward minus its passage's baseline reward). Rejected self-edits and items without a baseline
+    are left out."""
     baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
-    scored = [r for r in records if not r["baseline"] and r["item_id"] in baselines]
+    scored = [r for r in records if not r["baseline"] and not r["rejected"] and r["item_id"] in baselines]
     if len(scored) < 3:
         return {}
     advantage = np.array([r["reward"] - baselines[r["item_id"]] for r in scored])
@@ -169,18 +170,21 @@ def write_report(out: str | Path) -> Path:
             kept = json.loads((out / f"round-{r}" / "kept.json").read_text())["kept"]
             seconds = sum(x["seconds"] + x.get("sample_seconds", 0.0) for x in records)
             lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} | {seconds:.0f} |")
-        lines += [
-            "",
-            "What the rewards favour: correlation of a self-edit's property with its advantage "
-            "(reward minus the passage-only baseline of the same passage).",
-            "",
-            "| round | property | mean | correlation with advantage |",
-            "|---|---|---|---|",
-        ]
-        for r in rewards:
-            favoured = what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records())
-            for name, (mean, correlation) in favoured.items():
-                lines.append(f"| {r} | {name} | {mean:.2f} | {correlation:+.2f} |")
+        favoured = {
+            r: what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records()) for r in rewards
+        }
+        if any(favoured.values()):
+            lines += [
+                "",
+                "What the rewards favour: correlation of a self-edit's property with its advantage "
+                "(reward minus the passage-only baseline of the same passage).",
+                "",
+                "| round | property | mean | correlation with advantage |",
+                "|---|---|---|---|",
+            ]
+            for r, properties in favoured.items():
+                for name, (mean, correlation) in properties.items():
+                    lines.append(f"| {r} | {name} | {mean:.2f} | {correlation:+.2f} |")
     lines += [
         "",
         "Compute seconds per phase (shares of joint passes, summed from the run files):",
