@@ -152,7 +152,8 @@ def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
     phases = seconds_by_phase(tmp_path / "run", 1)
     assert set(phases) == set(PHASES) and phases["SFT"] >= 0  # tiny-random may keep nothing to train on
     assert all(phases[name] > 0 for name in ("sample self-edits", "score self-edits", "held-out eval"))
-    assert "Compute seconds per phase" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Compute seconds per phase" in report and "| 1 | " in report.split("held-out passages, by round")[1]
 
 
 def test_report_correlates_self_edit_properties_with_their_advantage():
@@ -165,7 +166,7 @@ def test_report_correlates_self_edit_properties_with_their_advantage():
             "rejected": rejected,
         }  # fmt: skip
 
-    assert self_edit_features(record("a", "the bridge the unknown", 0.0)) == {
+    assert self_edit_features("the bridge the unknown", prompt) == {
         "words": 4.0, "from the passage": 0.75, "distinct": 0.75,
     }  # fmt: skip
     records = [

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from seal.domains.knowledge.evaluate import per_passage_counts
+from seal.domains.knowledge.evaluate import EvalConfig, per_passage_counts, select_passages
 from seal.runs import AppendOnlyLog, RunDirectory
 from seal.stats import paired_difference_ci
 
@@ -37,15 +37,15 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def self_edit_features(record: dict[str, Any]) -> dict[str, float]:
-    """Plain properties of a scored self-edit: its length in words, the share of its words that occur
-    in its prompt (the passage and a short instruction), and the share of its words that are distinct."""
-    words = _words(record["self_edit"])
-    prompt_words = set(_words(record["prompt"]))
+def self_edit_features(self_edit: str, passage: str) -> dict[str, float]:
+    """Plain properties of a self-edit: its length in words, the share of its words that occur in
+    ``passage``, and the share of its words that are distinct."""
+    words = _words(self_edit)
+    passage_words = set(_words(passage))
     n = max(len(words), 1)
     return {
         "words": float(len(words)),
-        "from the passage": sum(w in prompt_words for w in words) / n,
+        "from the passage": sum(w in passage_words for w in words) / n,
         "distinct": len(set(words)) / n,
     }
 
@@ -59,7 +59,7 @@ def what_rewards_favour(records: list[dict[str, Any]]) -> dict[str, tuple[float,
     if len(scored) < 3:
         return {}
     advantage = np.array([r["reward"] - baselines[r["item_id"]] for r in scored])
-    features = [self_edit_features(r) for r in scored]
+    features = [self_edit_features(r["self_edit"], r["prompt"]) for r in scored]  # the prompt holds the passage
     result = {}
     for name in features[0]:
         values = np.array([f[name] for f in features])
@@ -86,6 +86,19 @@ def seconds_by_phase(out: Path, round_index: int) -> dict[str, float]:
     evaluated = {r["unit"]: r["seconds"] for r in RunDirectory(directory / "eval").records()}
     phases["held-out eval"] = sum(sum(s.values()) for s in evaluated.values())
     return phases
+
+
+def held_out_self_edit_features(out: Path, rounds: list[int]) -> dict[int, dict[str, float]]:
+    """Per round: the mean properties of the policy's self-edits on the held-out passages."""
+    evaluation = json.loads((out / "config.json").read_text())["evaluation"]
+    selection = EvalConfig(data=evaluation["data"], split=evaluation["split"], n_passages=evaluation["n_passages"])
+    passages = {p.id: p.context for p in select_passages(selection)}
+    means = {}
+    for r in rounds:
+        units = {x["unit"]: x for x in RunDirectory(out / f"round-{r}" / "eval").records()}.values()
+        features = [self_edit_features(x["self_edit"], passages[x["passage_id"]]) for x in units if x["self_edit"]]
+        means[r] = {name: float(np.mean([f[name] for f in features])) for name in features[0]} if features else {}
+    return means
 
 
 def _accuracy_plot(bars: list[tuple[str, dict[str, Any]]], path: Path) -> None:
@@ -185,6 +198,16 @@ def write_report(out: str | Path) -> Path:
             for r, properties in favoured.items():
                 for name, (mean, correlation) in properties.items():
                     lines.append(f"| {r} | {name} | {mean:.2f} | {correlation:+.2f} |")
+    held_out = held_out_self_edit_features(out, rounds)
+    names = sorted({name for features in held_out.values() for name in features})
+    lines += [
+        "",
+        "The policy's self-edits on the held-out passages, by round (means):",
+        "",
+        "| round | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    lines += [f"| {r} | " + " | ".join(f"{held_out[r].get(n, float('nan')):.2f}" for n in names) + " |" for r in rounds]
     lines += [
         "",
         "Compute seconds per phase (shares of joint passes, summed from the run files):",
