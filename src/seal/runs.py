@@ -35,6 +35,21 @@ def _with_added_settings(saved: Any, config: Any) -> Any:
     return filled
 
 
+_ABSENT = object()
+
+
+def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """Dotted paths of the settings that differ, down to the innermost ones (``lora.rank``)."""
+    if isinstance(saved, dict) and isinstance(config, dict):
+        keys = sorted(set(saved) | set(config))
+        return [
+            changed
+            for key in keys
+            for changed in _changed_settings(saved.get(key, _ABSENT), config.get(key, _ABSENT), (*path, key))
+        ]
+    return [] if saved == config else [".".join(path)]
+
+
 class AppendOnlyLog:
     """A JSON-lines file written in whole units, readable after a crash at any point."""
 
@@ -106,8 +121,8 @@ class RunDirectory:
                     f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
                 )
             saved = _with_added_settings(json.loads(config_path.read_text()), config)
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            if set(changed) - extendable:
+            changed = _changed_settings(saved, config)
+            if {path.split(".")[0] for path in changed} - extendable:
                 raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
             write_json_atomic(config_path, config)
             self.results.drop_incomplete_units()
