@@ -22,30 +22,19 @@ class RunError(RuntimeError):
 # Settings added after runs were already being written, with the value every earlier run used.
 # A saved config without one of them was made with that value, so it resumes with that value.
 ADDED_SETTINGS: dict[str, Any] = {"base_precision": "fp32"}
-
-
-def _with_added_settings(saved: Any, config: Any) -> Any:
-    """``saved`` with each added setting that ``config`` holds at the same place filled in at its old value."""
-    if not isinstance(saved, dict) or not isinstance(config, dict):
-        return saved
-    filled = {key: _with_added_settings(value, config.get(key)) for key, value in saved.items()}
-    for key, old_value in ADDED_SETTINGS.items():
-        if key in config and key not in saved:
-            filled[key] = old_value
-    return filled
-
-
 _ABSENT = object()
 
 
 def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> list[str]:
-    """Dotted paths of the settings that differ, down to the innermost ones (``lora.rank``)."""
+    """Dotted paths of the settings that differ, down to the innermost ones (``lora.rank``); a setting
+    missing from ``saved`` that is in :data:`ADDED_SETTINGS` counts at its old value."""
     if isinstance(saved, dict) and isinstance(config, dict):
-        keys = sorted(set(saved) | set(config))
         return [
             changed
-            for key in keys
-            for changed in _changed_settings(saved.get(key, _ABSENT), config.get(key, _ABSENT), (*path, key))
+            for key in sorted(set(saved) | set(config))
+            for changed in _changed_settings(
+                saved.get(key, ADDED_SETTINGS.get(key, _ABSENT)), config.get(key, _ABSENT), (*path, key)
+            )
         ]
     return [] if saved == config else [".".join(path)]
 
@@ -120,8 +109,7 @@ class RunDirectory:
                 raise RunError(
                     f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
                 )
-            saved = _with_added_settings(json.loads(config_path.read_text()), config)
-            changed = _changed_settings(saved, config)
+            changed = _changed_settings(json.loads(config_path.read_text()), config)
             if {path.split(".")[0] for path in changed} - extendable:
                 raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
             write_json_atomic(config_path, config)
