@@ -174,15 +174,10 @@ def write_report(out: str | Path) -> Path:
         lines.append(f"- round {rounds[-1]} - passage: {_difference(baselines['passage'], last)}")
     if rewards:
         lines += ["", "## Rewards of sampled self-edits", "", "![rewards](rewards.png)", ""]
-        lines += [
-            "| round | self-edits | mean reward | kept for SFT | seconds sampling + scoring |",
-            "|---|---|---|---|---|",
-        ]
+        lines += ["| round | self-edits | mean reward | kept for SFT |", "|---|---|---|---|"]
         for r, values in rewards.items():
-            records = AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records()
             kept = json.loads((out / f"round-{r}" / "kept.json").read_text())["kept"]
-            seconds = sum(x["seconds"] + x.get("sample_seconds", 0.0) for x in records)
-            lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} | {seconds:.0f} |")
+            lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} |")
         favoured = {
             r: what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records()) for r in rewards
         }
