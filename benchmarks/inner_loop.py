@@ -161,6 +161,7 @@ def main() -> None:
     units = [
         (p, domain.to_update(p, text), unit_seed(0, p.id, i)) for p in passages for i, text in enumerate(p.self_edits)
     ]
+    jobs = [Job(passage, update, seed) for passage, update, seed in units]
     device = default_device()
     peak = matmul_peak_flops(device)
     print(f"{len(units)} evaluations per side on {device}; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -168,7 +169,7 @@ def main() -> None:
     loaded = load_model(args.model, device=device)
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=args.parallel)
     started = time.perf_counter()
-    outcomes = InnerLoop(bank, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
+    outcomes = InnerLoop(bank, domain).evaluate(jobs)
     synchronize(device)
     ours_seconds = time.perf_counter() - started
     ours_train_seconds = sum(o.seconds["train"] for o in outcomes)
@@ -186,7 +187,7 @@ def main() -> None:
             load_model(args.model, device=device).model, loaded.tokenizer, bf16_lora, n_slots=args.parallel
         )
         started = time.perf_counter()
-        outcomes_bf16 = InnerLoop(bank_bf16, domain).evaluate([Job(p, update, seed) for p, update, seed in units])
+        outcomes_bf16 = InnerLoop(bank_bf16, domain).evaluate(jobs)
         synchronize(device)
         bf16_seconds = time.perf_counter() - started
         bf16_train_seconds = sum(o.seconds["train"] for o in outcomes_bf16)
