@@ -137,6 +137,17 @@ def peer_evaluate(model, tokenizer, domain: KnowledgeDomain, passage, update, co
     return score, trained - started, time.perf_counter() - trained
 
 
+def rounded(value: Any) -> Any:
+    """``value`` with every float, however deeply nested in dicts and lists, rounded to 4 decimals."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -252,7 +263,7 @@ def main() -> None:
             "mean_final_train_loss": float(np.mean([o.train.final_loss for o in outcomes_bf16])),
             "mean_final_train_loss_fp32": float(np.mean([o.train.final_loss for o in outcomes])),
         }
-    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    result = rounded(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
