@@ -90,6 +90,8 @@ def test_strategies_are_compared_on_the_same_sequences(tmp_path, squad_file):
         run_continual(evaluation(squad_file), ContinualConfig(2, 2, strategy), tmp_path / strategy, progress=False)
     table = compare([tmp_path / "merge", tmp_path / "replay"])
     assert "| merge |" in table and "| replay |" in table
+    seconds = json.loads((tmp_path / "replay" / "summary.json").read_text())["seconds_per_step"]
+    assert f"| {sum(seconds.values()):.1f} ({seconds['sample']:.1f} + " in table
     assert "replay - merge, retention" in table and "paired over 2 sequences" in table
     run_continual(evaluation(squad_file), ContinualConfig(2, 2, seed=1), tmp_path / "other", progress=False)
     with pytest.raises(ValueError, match="different passage sequences"):

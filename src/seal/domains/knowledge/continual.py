@@ -155,11 +155,16 @@ def compare(directories: list[str | Path]) -> str:
         run = RunDirectory(directory)
         summary = run.summary()
         runs.append((Path(directory), summary, accuracy_matrices(run.records(), summary["steps"])))
-    lines = ["| run | strategy | sequences | retention | plasticity |", "|---|---|---|---|---|"]
+    lines = [
+        "| run | strategy | sequences | retention | plasticity | seconds per step (sample + train + score) |",
+        "|---|---|---|---|---|---|",
+    ]
     for path, s, _ in runs:
+        seconds = s["seconds_per_step"]
         lines.append(
             f"| {path} | {s['strategy']} | {s['n_sequences']} | {_with_ci(s['retention'], s['retention_ci95'])} "
-            f"| {_with_ci(s['plasticity'], s['plasticity_ci95'])} |"
+            f"| {_with_ci(s['plasticity'], s['plasticity_ci95'])} | {sum(seconds.values()):.1f} "
+            f"({seconds['sample']:.1f} + {seconds['train']:.1f} + {seconds['score']:.1f}) |"
         )
     _, first, first_matrices = runs[0]
     for path, s, matrices in runs[1:]:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Forgetting under the paper's protocol (merge) and with replay, on the same sequences and seeds.
+#
+#   benchmarks/continual.sh [MODEL] [OUT] [WORKERS]
+# 8 sequences of 8 evaluation passages per strategy; the sequences are spread over WORKERS Ray
+# actors (default 2: on this 2-core machine two one-thread workers beat one two-thread process,
+# see benchmarks/results/executors.json). Every run resumes, so the script can be re-run after an
+# interruption. Writes OUT.txt (retention and plasticity side by side).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-smollm2-135m}
+OUT=${2:-benchmarks/results/continual}
+WORKERS=${3:-2}
+SEAL=${SEAL:-.venv/bin/seal}
+RESULT=$OUT.txt
+common=(--model "$MODEL" --sequences 8 --steps 8 --executor ray --workers "$WORKERS" --resume --quiet)
+
+for strategy in merge replay; do
+  "$SEAL" continual --strategy "$strategy" "${common[@]}" --out "$OUT/$strategy"
+done
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%MZ)  benchmarks/continual.sh $MODEL $OUT $WORKERS"
+  "$SEAL" continual-compare "$OUT/merge" "$OUT/replay"
+} > "$RESULT"
+cat "$RESULT"
