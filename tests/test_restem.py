@@ -157,7 +157,8 @@ def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
 
 
 def test_report_correlates_self_edit_properties_with_their_advantage():
-    prompt = "Read the passage: the bridge was completed in 1871 by Ottilie Brask"
+    passage = "the bridge was completed in 1871 by Ottilie Brask"
+    prompt = f"Read the passage and list its implications: {passage}"
 
     def record(item: str, text: str, reward: float, baseline: bool = False) -> dict:
         rejected = "empty self-edit" if not text and not baseline else None
@@ -166,19 +167,19 @@ def test_report_correlates_self_edit_properties_with_their_advantage():
             "rejected": rejected,
         }  # fmt: skip
 
-    assert self_edit_features("the bridge the unknown", prompt) == {
+    assert self_edit_features("the bridge the unknown", passage) == {
         "words": 4.0, "from the passage": 0.75, "distinct": 0.75,
     }  # fmt: skip
     records = [
         record("a", "", 0.2, baseline=True),
         record("a", "bridge completed 1871", 0.6),  # all from the passage: advantage +0.4
-        record("a", "bridge over dragons", 0.2),  # a third: 0
+        record("a", "bridge over implications", 0.2),  # a third (the instruction is not the passage): 0
         record("a", "dragons sing loudly", 0.0),  # none: -0.2
         record("a", "", 0.0),  # rejected: left out
         record("b", "no baseline for this item", 1.0),
     ]
-    favoured = what_rewards_favour(records)
+    favoured = what_rewards_favour(records, {"a": passage, "b": passage})
     assert favoured["from the passage"][0] == pytest.approx((1 + 1 / 3 + 0) / 3)
     assert favoured["from the passage"][1] == pytest.approx(1.0)  # advantage grows linearly with it here
     assert np.isnan(favoured["words"][1])  # every self-edit has 3 words: no correlation to speak of
-    assert what_rewards_favour(records[:2]) == {}
+    assert what_rewards_favour(records[:2], {"a": passage}) == {}

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from seal.domains.knowledge.evaluate import EvalConfig, per_passage_counts, select_passages
+from seal.domains.knowledge.data import default_data_path, load_passages
+from seal.domains.knowledge.evaluate import per_passage_counts
 from seal.runs import AppendOnlyLog, RunDirectory
 from seal.stats import paired_difference_ci
 
@@ -50,16 +51,16 @@ def self_edit_features(self_edit: str, passage: str) -> dict[str, float]:
     }
 
 
-def what_rewards_favour(records: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+def what_rewards_favour(records: list[dict[str, Any]], passages: dict[str, str]) -> dict[str, tuple[float, float]]:
     """Per feature: its mean over self-edits and its Pearson correlation with the self-edit's advantage
-    (reward minus its passage's baseline reward). Rejected self-edits and items without a baseline
-    are left out."""
+    (reward minus its passage's baseline reward). ``passages`` maps item ids to passage texts. Rejected
+    self-edits and items without a baseline are left out."""
     baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
     scored = [r for r in records if not r["baseline"] and not r["rejected"] and r["item_id"] in baselines]
     if len(scored) < 3:
         return {}
     advantage = np.array([r["reward"] - baselines[r["item_id"]] for r in scored])
-    features = [self_edit_features(r["self_edit"], r["prompt"]) for r in scored]  # the prompt holds the passage
+    features = [self_edit_features(r["self_edit"], passages[r["item_id"]]) for r in scored]
     result = {}
     for name in features[0]:
         values = np.array([f[name] for f in features])
@@ -88,11 +89,14 @@ def seconds_by_phase(out: Path, round_index: int) -> dict[str, float]:
     return phases
 
 
-def held_out_self_edit_features(out: Path, rounds: list[int]) -> dict[int, dict[str, float]]:
+def passage_texts(out: Path) -> dict[str, str]:
+    """Every passage of the run's data file (training and held-out alike), by id."""
+    data = json.loads((out / "config.json").read_text())["evaluation"]["data"] or default_data_path()
+    return {p.id: p.context for p in load_passages(data)}
+
+
+def held_out_self_edit_features(out: Path, rounds: list[int], passages: dict[str, str]) -> dict[int, dict[str, float]]:
     """Per round: the mean properties of the policy's self-edits on the held-out passages."""
-    evaluation = json.loads((out / "config.json").read_text())["evaluation"]
-    selection = EvalConfig(data=evaluation["data"], split=evaluation["split"], n_passages=evaluation["n_passages"])
-    passages = {p.id: p.context for p in select_passages(selection)}
     means = {}
     for r in rounds:
         units = {x["unit"]: x for x in RunDirectory(out / f"round-{r}" / "eval").records()}.values()
@@ -172,6 +176,7 @@ def write_report(out: str | Path) -> Path:
     lines.append(f"- round {rounds[-1]} - round 0: {_difference(out / 'round-0' / 'eval', last)}")
     if "passage" in baselines:
         lines.append(f"- round {rounds[-1]} - passage: {_difference(baselines['passage'], last)}")
+    passages = passage_texts(out)
     if rewards:
         lines += ["", "## Rewards of sampled self-edits", "", "![rewards](rewards.png)", ""]
         lines += ["| round | self-edits | mean reward | kept for SFT |", "|---|---|---|---|"]
@@ -179,7 +184,8 @@ def write_report(out: str | Path) -> Path:
             kept = json.loads((out / f"round-{r}" / "kept.json").read_text())["kept"]
             lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} |")
         favoured = {
-            r: what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records()) for r in rewards
+            r: what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records(), passages)
+            for r in rewards
         }
         if any(favoured.values()):
             lines += [
@@ -193,7 +199,7 @@ def write_report(out: str | Path) -> Path:
             for r, properties in favoured.items():
                 for name, (mean, correlation) in properties.items():
                     lines.append(f"| {r} | {name} | {mean:.2f} | {correlation:+.2f} |")
-    held_out = held_out_self_edit_features(out, rounds)
+    held_out = held_out_self_edit_features(out, rounds, passages)
     names = sorted({name for features in held_out.values() for name in features})
     lines += [
         "",
