@@ -9,10 +9,12 @@ from seal.engine.generation import SamplingConfig, generate, render_prompt
 from seal.engine.lora import (
     LoraBank,
     LoraConfig,
+    Routing,
     TrainConfig,
     TrainingExample,
     TrainJob,
     length_grouped_batches,
+    segment_matmul,
     tokenize_example,
 )
 from seal.models import load_model
@@ -113,6 +115,31 @@ def test_training_together_equals_training_one_at_a_time():
         for a, b in zip(adapter_weights(together, job.slot), adapter_weights(alone, 0)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(logits(together, [job.slot] * 2), logits(alone, [0, 0]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tokens_per_row", [1, 3])
+@pytest.mark.parametrize("width_in, width_out", [(8, 4), (5, 3)])  # grouped kernel, and unaligned: the loop
+def test_segment_matmul_is_a_matmul_per_segment_forward_and_backward(tokens_per_row, width_in, width_out):
+    """Rows sorted by slot (base rows first), each segment through its own weight, gradients included."""
+    routing = Routing([2, None, 0, 2, 0, None, 1], torch.device("cpu"))
+    sizes = routing.group_sizes(tokens_per_row)
+    assert sizes == [n * tokens_per_row for n in (2, 2, 1, 2)]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(sum(sizes), width_in, generator=generator, requires_grad=True)
+    weights = [torch.randn(width_in, width_out, generator=generator, requires_grad=True) for _ in sizes]
+    upstream = torch.randn(sum(sizes), width_out, generator=generator)
+
+    grouped = segment_matmul(x, weights, routing, tokens_per_row)
+    grouped.backward(upstream)
+    grads = [x.grad.clone()] + [w.grad.clone() for w in weights]
+    for tensor in [x, *weights]:
+        tensor.grad = None
+    reference = torch.cat([part @ w for part, w in zip(x.split(sizes), weights)])
+    reference.backward(upstream)
+
+    torch.testing.assert_close(grouped, reference)
+    for grad, tensor in zip(grads, [x, *weights]):
+        torch.testing.assert_close(grad, tensor.grad)
 
 
 def test_rows_of_one_batch_go_through_their_own_adapters(bank):
