@@ -17,6 +17,7 @@ from seal.engine.lora import (
     segment_matmul,
     tokenize_example,
 )
+from seal.engine.packing import PACKED_SDPA, packed_attention
 from seal.models import load_model
 
 EXAMPLES = [
@@ -140,6 +141,23 @@ def test_segment_matmul_is_a_matmul_per_segment_forward_and_backward(tokens_per_
     torch.testing.assert_close(grouped, reference)
     for grad, tensor in zip(grads, [x, *weights]):
         torch.testing.assert_close(grad, tensor.grad)
+
+
+def test_packed_attention_matches_each_sequence_alone_and_restores_the_model(tiny):
+    model = tiny.model
+    sequences = [[5, 9, 13, 2, 7], [11, 3], [4, 4, 8, 1]]
+    ids = torch.tensor([[t for s in sequences for t in s]])
+    positions = torch.tensor([[p for s in sequences for p in range(len(s))]])
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=torch.tensor([s])).logits[0] for s in sequences])
+        # without a cache, transformers reads the restarting positions as packing and masks across sequences
+        masked = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0]
+        with packed_attention(model, [len(s) for s in sequences]) as packing:
+            assert model.config._attn_implementation == PACKED_SDPA
+            packed = model(input_ids=ids, position_ids=positions, use_cache=False, **packing).logits[0]
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(masked, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_of_one_batch_go_through_their_own_adapters(bank):

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seal.engine.generation import SamplingConfig, generate, render_prompt, tokenize_prompt
+from seal.engine.packing import packed_attention
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BASE_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -412,8 +413,9 @@ class LoraBank:
     def _joint_step(self, plans: list[_Plan]) -> list[float]:
         """One forward/backward over the current batch of every plan; returns each plan's mean loss.
 
-        The sequences are packed into one row (positions restart per sequence, so attention stays
-        within each; no padding is computed), ordered by slot and routed token by token.
+        The sequences are packed into one row (positions restart per sequence, and attention runs
+        within each: :mod:`seal.engine.packing`; no padding is computed), ordered by slot and routed
+        token by token.
         """
         device = self.model.device
         ids: list[int] = []
@@ -421,6 +423,7 @@ class LoraBank:
         targets: list[int] = []
         token_slots: list[int] = []
         target_owner: list[int] = []
+        lengths: list[int] = []
         for index, plan in enumerate(plans):
             for example in plan.batches[plan.step]:
                 sequence, prompt_len = plan.tokenized[example]
@@ -431,13 +434,15 @@ class LoraBank:
                 targets += row_targets + [-100]
                 token_slots += [plan.job.slot] * len(sequence)
                 target_owner += [index] * sum(t != -100 for t in row_targets)
+                lengths.append(len(sequence))
                 plan.tokens += len(sequence)
             plan.step += 1
-        with self.routed(token_slots, per_token=True):
+        with self.routed(token_slots, per_token=True), packed_attention(self.model, lengths) as packing:
             hidden = self.model.base_model(
                 input_ids=torch.tensor([ids], device=device),
                 position_ids=torch.tensor([positions], device=device),
                 use_cache=False,
+                **packing,
             )[0][0]
         target_ids = torch.tensor(targets, device=device)
         mask = target_ids != -100
