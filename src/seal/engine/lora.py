@@ -145,7 +145,6 @@ class Routing:
     def __init__(self, slots: Sequence[int | None], device: torch.device, per_token: bool = False):
         self.per_token = per_token
         self.n_rows = len(slots)
-        self.device = device
         order = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
         self.is_sorted = order == list(range(len(slots)))
         self.order = torch.tensor(order, device=device)
@@ -167,7 +166,7 @@ class Routing:
         """Cumulative :meth:`group_sizes` as int32 (``grouped_mm``'s ``offs``), computed once per width."""
         if tokens_per_row not in self._group_ends:
             ends = torch.tensor(self.group_sizes(tokens_per_row), dtype=torch.int32).cumsum(0, dtype=torch.int32)
-            self._group_ends[tokens_per_row] = ends.to(self.device)
+            self._group_ends[tokens_per_row] = ends.to(self.order.device)
         return self._group_ends[tokens_per_row]
 
 
