@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from seal.domains.knowledge.continual import compare, run_continual
+from seal.domains.knowledge.continual import compare, run_continual, sequence_measures
 from seal.domains.knowledge.evaluate import EvalConfig
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraBank, LoraConfig, TrainConfig
@@ -92,7 +92,9 @@ def test_strategies_are_compared_on_the_same_sequences(tmp_path, squad_file):
     assert "| merge |" in table and "| replay |" in table
     seconds = json.loads((tmp_path / "replay" / "summary.json").read_text())["seconds_per_step"]
     assert f"| {sum(seconds.values()):.1f} ({seconds['sample']:.1f} + " in table
-    assert "replay - merge, retention" in table and "paired over 2 sequences" in table
+    for name in ("retention", "retention_over_steps", "plasticity"):
+        assert f"replay - merge, {name}: " in table
+    assert "paired over 2 sequences" in table
     run_continual(evaluation(squad_file), ContinualConfig(2, 2, seed=1), tmp_path / "other", progress=False)
     with pytest.raises(ValueError, match="different passage sequences"):
         compare([tmp_path / "merge", tmp_path / "other"])
@@ -110,3 +112,12 @@ def test_bad_settings_are_refused(bad, message):
 def test_more_steps_than_passages_is_refused(tmp_path, squad_file):
     with pytest.raises(ValueError, match="--steps 3 needs that many passages, the data has 2"):
         run_continual(evaluation(squad_file), ContinualConfig(1, 3), tmp_path, progress=False)
+
+
+def test_measures_average_the_right_cells_of_the_forgetting_matrix():
+    nan = np.nan
+    matrix = np.array([[0.1, 0.1, 0.1], [0.6, nan, nan], [0.4, 0.8, nan], [0.2, 0.5, 0.9]])
+    measures = sequence_measures(matrix[None])
+    assert measures["retention"] == pytest.approx([(0.2 + 0.5) / 2])
+    assert measures["retention_over_steps"] == pytest.approx([(0.4 + 0.2 + 0.5) / 3])
+    assert measures["plasticity"] == pytest.approx([(0.6 + 0.8 + 0.9) / 3])

@@ -189,16 +189,16 @@ def cmd_grade_calibration(args: argparse.Namespace) -> None:
 
 
 def cmd_continual(args: argparse.Namespace) -> None:
-    from seal.domains.knowledge.continual import run_continual
+    from seal.domains.knowledge.continual import MEASURES, run_continual
 
     evaluation = _eval_config(args, condition="self-edit")
     config = ContinualConfig(args.sequences, args.steps, args.strategy, args.replay_ratio, args.seed)
     executor = _executor(args, parallel=1)  # a sequence is one update at a time; sequences spread over workers
     summary = run_continual(evaluation, config, args.out, args.policy, args.resume, not args.quiet, executor)
-    lo, hi = summary["retention_ci95"]
-    print(f"retention  {summary['retention']:.1%} [{lo:.1%}, {hi:.1%}]  (passages 1..K-1 after step K)")
-    lo, hi = summary["plasticity_ci95"]
-    print(f"plasticity {summary['plasticity']:.1%} [{lo:.1%}, {hi:.1%}]  (passage k right after step k)")
+    width = max(map(len, MEASURES))
+    for name, meaning in MEASURES.items():
+        lo, hi = summary[f"{name}_ci95"]
+        print(f"{name:<{width}} {summary[name]:.1%} [{lo:.1%}, {hi:.1%}]  ({meaning})")
     print(f"\nrun directory: {args.out} (matrix.json, forgetting.png, first_passage.png)")
 
 

@@ -5,7 +5,7 @@ Layout of ``DIR``::
     config.json       every setting
     results.jsonl     one unit per sequence: a record per step (self-edit, rewards on passages 1..k)
     matrix.json       (K+1) x K mean and std over sequences; row 0 = untouched model, null above the diagonal
-    summary.json      retention, plasticity (95% CIs over sequences), seconds per step
+    summary.json      retention, retention over steps, plasticity (95% CIs over sequences), seconds per step
     forgetting.png    the mean matrix as a heatmap (the paper's Figure 6)
     first_passage.png accuracy on passage 1 as steps go on
 """
@@ -114,12 +114,23 @@ def accuracy_matrices(records: list[dict[str, Any]], steps: int) -> np.ndarray:
     return np.stack([by_sequence[s] for s in sorted(by_sequence)])
 
 
-def retention_and_plasticity(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per sequence: mean accuracy on passages 1..K-1 after step K; mean accuracy on passage k right after step k."""
-    steps = matrices.shape[2]
-    retention = matrices[:, steps, : steps - 1].mean(axis=1) if steps > 1 else np.full(len(matrices), np.nan)
-    plasticity = np.stack([matrices[:, k, k - 1] for k in range(1, steps + 1)], axis=1).mean(axis=1)
-    return retention, plasticity
+MEASURES = {
+    "retention": "passages 1..K-1 after step K",
+    "retention_over_steps": "passages 1..k-1 after every step k >= 2, all those cells averaged",
+    "plasticity": "passage k right after step k",
+}
+"""Per-sequence summaries of a forgetting matrix, by name, with what each averages."""
+
+
+def sequence_measures(matrices: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of :data:`MEASURES` per sequence (NaN where there are no earlier passages to retain)."""
+    n, steps = len(matrices), matrices.shape[2]
+    earlier = [matrices[:, k, j] for k in range(2, steps + 1) for j in range(k - 1)]
+    return {
+        "retention": matrices[:, steps, : steps - 1].mean(axis=1) if steps > 1 else np.full(n, np.nan),
+        "retention_over_steps": np.stack(earlier, axis=1).mean(axis=1) if earlier else np.full(n, np.nan),
+        "plasticity": np.stack([matrices[:, k, k - 1] for k in range(1, steps + 1)], axis=1).mean(axis=1),
+    }
 
 
 def summarise(records: list[dict[str, Any]], config: ContinualConfig) -> dict[str, Any]:
@@ -127,8 +138,11 @@ def summarise(records: list[dict[str, Any]], config: ContinualConfig) -> dict[st
     with warnings.catch_warnings():  # cells above the diagonal are NaN in every sequence, by design
         warnings.simplefilter("ignore", RuntimeWarning)
         mean, std = np.nanmean(matrices, axis=0), np.nanstd(matrices, axis=0)
-    retention, plasticity = retention_and_plasticity(matrices)
     ones = np.ones(len(matrices))
+    measures = {}
+    for name, values in sequence_measures(matrices).items():
+        measures[name] = float(values.mean())
+        measures[f"{name}_ci95"] = list(pooled_accuracy_ci(values, ones, seed=config.seed))
     steps = [r for r in records if r["step"] > 0]
     return {
         "strategy": config.strategy,
@@ -136,10 +150,7 @@ def summarise(records: list[dict[str, Any]], config: ContinualConfig) -> dict[st
         "steps": config.steps,
         "mean": _nullable(mean),
         "std": _nullable(std),
-        "retention": float(retention.mean()),
-        "retention_ci95": list(pooled_accuracy_ci(retention, ones, seed=config.seed)),
-        "plasticity": float(plasticity.mean()),
-        "plasticity_ci95": list(pooled_accuracy_ci(plasticity, ones, seed=config.seed)),
+        **measures,
         "untouched": float(np.mean(matrices[:, 0, :])),
         "n_rejected_self_edits": sum(1 for r in steps if r["rejected"]),
         "seconds_per_step": {
@@ -149,21 +160,21 @@ def summarise(records: list[dict[str, Any]], config: ContinualConfig) -> dict[st
 
 
 def compare(directories: list[str | Path]) -> str:
-    """Retention and plasticity side by side, with paired differences against the first run (same sequences)."""
+    """Every measure side by side, with paired differences against the first run (same sequences)."""
     runs = []
     for directory in directories:
         run = RunDirectory(directory)
         summary = run.summary()
         runs.append((Path(directory), summary, accuracy_matrices(run.records(), summary["steps"])))
     lines = [
-        "| run | strategy | sequences | retention | plasticity | seconds per step (sample + train + score) |",
-        "|---|---|---|---|---|---|",
+        f"| run | strategy | sequences | {' | '.join(MEASURES)} | seconds per step (sample + train + score) |",
+        "|---|---|---|" + "---|" * len(MEASURES) + "---|",
     ]
     for path, s, _ in runs:
         seconds = s["seconds_per_step"]
+        measures = " | ".join(_with_ci(s[name], s[f"{name}_ci95"]) for name in MEASURES)
         lines.append(
-            f"| {path} | {s['strategy']} | {s['n_sequences']} | {_with_ci(s['retention'], s['retention_ci95'])} "
-            f"| {_with_ci(s['plasticity'], s['plasticity_ci95'])} | {sum(seconds.values()):.1f} "
+            f"| {path} | {s['strategy']} | {s['n_sequences']} | {measures} | {sum(seconds.values()):.1f} "
             f"({seconds['sample']:.1f} + {seconds['train']:.1f} + {seconds['score']:.1f}) |"
         )
     _, first, first_matrices = runs[0]
@@ -174,9 +185,9 @@ def compare(directories: list[str | Path]) -> str:
             )
         n = min(len(first_matrices), len(matrices))
         ones = np.ones(n)
-        a, b = retention_and_plasticity(first_matrices[:n]), retention_and_plasticity(matrices[:n])
-        for name, x, y in (("retention", a[0], b[0]), ("plasticity", a[1], b[1])):
-            delta, lo, hi = paired_difference_ci(x, ones, y, ones)
+        a, b = sequence_measures(first_matrices[:n]), sequence_measures(matrices[:n])
+        for name in MEASURES:
+            delta, lo, hi = paired_difference_ci(a[name], ones, b[name], ones)
             difference = f"{delta:+.1%} [{lo:+.1%}, {hi:+.1%}] (paired over {n} sequences)"
             lines.append(f"\n{s['strategy']} - {first['strategy']}, {name}: {difference}")
     return "\n".join(lines)
