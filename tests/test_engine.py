@@ -4,6 +4,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
+from torch import nn
 
 from seal.engine.generation import SamplingConfig, generate, render_prompt
 from seal.engine.lora import (
@@ -127,20 +128,36 @@ def test_segment_matmul_is_a_matmul_per_segment_forward_and_backward(tokens_per_
     assert sizes == [n * tokens_per_row for n in (2, 2, 1, 2)]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(sum(sizes), width_in, generator=generator, requires_grad=True)
-    weights = [torch.randn(width_in, width_out, generator=generator, requires_grad=True) for _ in sizes]
+    weights = torch.randn(len(sizes), width_in, width_out, generator=generator, requires_grad=True)
     upstream = torch.randn(sum(sizes), width_out, generator=generator)
 
     grouped = segment_matmul(x, weights, routing, tokens_per_row)
     grouped.backward(upstream)
-    grads = [x.grad.clone()] + [w.grad.clone() for w in weights]
-    for tensor in [x, *weights]:
+    grads = [x.grad.clone(), weights.grad.clone()]
+    for tensor in (x, weights):
         tensor.grad = None
     reference = torch.cat([part @ w for part, w in zip(x.split(sizes), weights)])
     reference.backward(upstream)
 
     torch.testing.assert_close(grouped, reference)
-    for grad, tensor in zip(grads, [x, *weights]):
+    for grad, tensor in zip(grads, (x, weights)):
         torch.testing.assert_close(grad, tensor.grad)
+
+
+def test_segment_weights_are_gathered_once_per_routing_only_without_gradients():
+    """Decode steps reuse their batch's gathered adapters; training gathers the current ones every forward."""
+    routing, layer, calls = Routing([0, 1], torch.device("cpu")), nn.Linear(2, 2), []
+
+    def gather():
+        calls.append(1)
+        return torch.zeros(2, 2, 1), torch.zeros(2, 1, 2)
+
+    with torch.no_grad():
+        first = routing.segment_weights(layer, gather)
+        assert routing.segment_weights(layer, gather) is first and len(calls) == 1
+    routing.segment_weights(layer, gather)
+    routing.segment_weights(layer, gather)
+    assert len(calls) == 3
 
 
 def test_packed_attention_matches_each_sequence_alone_and_restores_the_model(tiny):

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -157,6 +157,7 @@ class Routing:
             else:
                 self.segments.append((slots[row], position, position + 1))
         self._group_ends: dict[int, torch.Tensor] = {}
+        self._weights: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def group_sizes(self, tokens_per_row: int) -> list[int]:
         """Tokens in each segment when every row holds ``tokens_per_row`` of them."""
@@ -169,19 +170,29 @@ class Routing:
             self._group_ends[tokens_per_row] = ends.to(self.order.device)
         return self._group_ends[tokens_per_row]
 
+    def segment_weights(
+        self, layer: nn.Module, gather: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer``'s per-segment adapter weights from ``gather()``; kept while gradients are off, since
+        every decode step of a generated batch reuses its routing (one gather per batch, not per token)."""
+        if torch.is_grad_enabled():
+            return gather()
+        if layer not in self._weights:
+            self._weights[layer] = gather()
+        return self._weights[layer]
 
-def segment_matmul(
-    x: torch.Tensor, weights: Sequence[torch.Tensor], routing: Routing, tokens_per_row: int
-) -> torch.Tensor:
-    """``x`` (tokens, in) in the routing's consecutive segments, segment i multiplied by ``weights[i]``.
+
+def segment_matmul(x: torch.Tensor, weights: torch.Tensor, routing: Routing, tokens_per_row: int) -> torch.Tensor:
+    """``x`` (tokens, in) in the routing's consecutive segments, segment i multiplied by ``weights[i]``
+    (``weights``: segments x in x out).
 
     On the CPU one ``grouped_mm`` kernel does every segment (about twice as fast as a loop of small
     matmuls and a concatenation, forward and backward), where its rows are 16-byte aligned; elsewhere
     it takes bf16 inputs only, so the loop is kept there.
     """
-    aligned = all(t.shape[-1] * t.element_size() % 16 == 0 for t in (x, weights[0]))
+    aligned = all(t.shape[-1] * t.element_size() % 16 == 0 for t in (x, weights))
     if x.device.type == "cpu" and aligned and hasattr(nn.functional, "grouped_mm"):
-        return nn.functional.grouped_mm(x, torch.stack(weights), offs=routing.group_ends(tokens_per_row))
+        return nn.functional.grouped_mm(x, weights, offs=routing.group_ends(tokens_per_row))
     parts = x.split(routing.group_sizes(tokens_per_row))
     products = [part @ weight for part, weight in zip(parts, weights)]
     return products[0] if len(products) == 1 else torch.cat(products)
@@ -249,6 +260,13 @@ class MultiLoraLinear(nn.Module):
         """The slot's update in the base weight's layout (out, in)."""
         return self.scaling * (self.lora_a[slot] @ self.lora_b[slot]).T
 
+    def _segment_weights(self, routing: Routing) -> tuple[torch.Tensor, torch.Tensor]:
+        """A and B of each routing segment, stacked. A segment without adapter goes through zeros:
+        its rows are few, splitting them off would cost more."""
+        a = [self.lora_a[s] if s is not None else torch.zeros_like(self.lora_a[0]) for s, _, _ in routing.segments]
+        b = [self.lora_b[s] if s is not None else torch.zeros_like(self.lora_b[0]) for s, _, _ in routing.segments]
+        return torch.stack(a), torch.stack(b)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._base_forward(x)
         routing = self._routing.current
@@ -262,9 +280,7 @@ class MultiLoraLinear(nn.Module):
             h = h[routing.order]
         tokens_per_row = h[0].numel() // h.shape[-1]
         tokens = h.reshape(-1, h.shape[-1])
-        # a segment without adapter goes through zero weights: its rows are few, a split would cost more
-        a = [self.lora_a[s] if s is not None else torch.zeros_like(self.lora_a[0]) for s, _, _ in routing.segments]
-        b = [self.lora_b[s] if s is not None else torch.zeros_like(self.lora_b[0]) for s, _, _ in routing.segments]
+        a, b = routing.segment_weights(self, lambda: self._segment_weights(routing))
         # scaled at rank width, where it is cheapest
         low_rank = segment_matmul(tokens, a, routing, tokens_per_row) * self.scaling
         delta = segment_matmul(low_rank, b, routing, tokens_per_row).view(*h.shape[:-1], -1)

@@ -55,7 +55,7 @@ class Outcome:
 
 
 class InnerLoop:
-    def __init__(self, bank: LoraBank, domain: Domain, answer_batch_size: int = 32):
+    def __init__(self, bank: LoraBank, domain: Domain, answer_batch_size: int = 64):
         self.bank = bank
         self.domain = domain
         self.answer_batch_size = answer_batch_size
