@@ -15,15 +15,14 @@ import hashlib
 import time
 
 import torch
+from workload import iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.evaluate import EvalConfig, select_passages
+from seal.domains.knowledge.evaluate import select_passages
 from seal.engine.generation import SamplingConfig, render_prompt
 from seal.engine.lora import LoraBank
 from seal.grading import OfflineGrader
 from seal.models import load_model
-
-SELF_EDITS = "../shared/data/seal-reference/selfedits/iter2_val.json"
 
 
 def main() -> None:
@@ -31,10 +30,10 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     args = parser.parse_args()
-    config = EvalConfig(condition="external", self_edits_file=SELF_EDITS, n_self_edits=4, n_passages=4)
+    config = iter2_config()
     domain = KnowledgeDomain(OfflineGrader(), config.train, answer_tokens=config.answer_tokens)
     loaded = load_model(args.model)
-    n_slots = 4 * config.n_passages
+    n_slots = config.n_self_edits * config.n_passages
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=n_slots)
     generator = torch.Generator().manual_seed(0)
     for slot in range(n_slots):
@@ -45,7 +44,7 @@ def main() -> None:
     passages = select_passages(config)
     prompts, slots = [], []
     for slot in range(n_slots):
-        messages = domain.queries(passages[slot // 4]).messages  # a passage's 4 updates ask the same questions
+        messages = domain.queries(passages[slot // config.n_self_edits]).messages  # same for a passage's updates
         prompts += [render_prompt(bank.tokenizer, m) for m in messages]
         slots += [slot] * len(messages)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=config.answer_tokens)

@@ -38,6 +38,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
+from workload import iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, select_passages
@@ -49,8 +50,6 @@ from seal.models import load_model
 from seal.models.loading import default_device
 from seal.seeding import unit_seed
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
-
-SELF_EDITS = "../shared/data/seal-reference/selfedits/iter2_val.json"
 
 
 def synchronize(device: str) -> None:
@@ -164,9 +163,7 @@ def main() -> None:
         args.n_passages, args.k = 1, 2
     hf_logging.set_verbosity_error()
 
-    config = EvalConfig(
-        condition="external", self_edits_file=SELF_EDITS, n_self_edits=args.k, n_passages=args.n_passages
-    )
+    config = iter2_config(args.n_passages, args.k)
     passages = select_passages(config)
     domain = KnowledgeDomain(OfflineGrader(), config.train, answer_tokens=config.answer_tokens)
     units = [

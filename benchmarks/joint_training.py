@@ -13,14 +13,13 @@ import time
 from dataclasses import replace
 
 import torch
+from workload import iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.evaluate import EvalConfig, select_passages
+from seal.domains.knowledge.evaluate import select_passages
 from seal.engine.lora import LoraBank, TrainJob
 from seal.grading import OfflineGrader
 from seal.models import load_model
-
-SELF_EDITS = "../shared/data/seal-reference/selfedits/iter2_val.json"
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = EvalConfig(condition="external", self_edits_file=SELF_EDITS, n_self_edits=4, n_passages=4)
+    config = iter2_config()
     domain = KnowledgeDomain(OfflineGrader(), replace(config.train, epochs=args.epochs))
     updates = [domain.to_update(p, text) for p in select_passages(config) for text in p.self_edits]
     loaded = load_model(args.model)
