@@ -18,6 +18,7 @@ from seal.engine.lora import (
     segment_matmul,
     tokenize_example,
 )
+from seal.engine.loss import frozen_head_cross_entropy
 from seal.engine.packing import PACKED_SDPA, packed_attention
 from seal.models import load_model
 
@@ -144,6 +145,33 @@ def test_segment_matmul_is_a_matmul_per_segment_forward_and_backward(tokens_per_
         torch.testing.assert_close(grad, tensor.grad)
 
 
+@pytest.mark.parametrize("bias, softcap, chunk_tokens", [(False, None, 3), (True, None, 100), (True, 2.0, 4)])
+def test_frozen_head_cross_entropy_matches_the_logits_way_forward_and_backward(bias, softcap, chunk_tokens):
+    """Chunked losses and hidden-state gradients equal those of the full logits (chunks need not divide)."""
+    generator = torch.Generator().manual_seed(0)
+    head = nn.Linear(6, 11, bias=bias).requires_grad_(False)
+    hidden = torch.randn(10, 6, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 11, (10,), generator=generator)
+    upstream = torch.rand(10, generator=generator)
+
+    chunked = frozen_head_cross_entropy(hidden, head, targets, softcap, chunk_tokens)
+    chunked.backward(upstream)
+    grad, hidden.grad = hidden.grad.clone(), None
+    logits = head(hidden)
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    reference = nn.functional.cross_entropy(logits, targets, reduction="none")
+    reference.backward(upstream)
+
+    torch.testing.assert_close(chunked, reference)
+    torch.testing.assert_close(grad, hidden.grad)
+
+
+def test_frozen_head_cross_entropy_refuses_a_trainable_head():
+    with pytest.raises(ValueError, match="freeze it"):
+        frozen_head_cross_entropy(torch.zeros(2, 3), nn.Linear(3, 4), torch.zeros(2, dtype=torch.long))
+
+
 def test_segment_weights_are_gathered_once_per_routing_only_without_gradients():
     """Decode steps reuse their batch's gathered adapters; training gathers the current ones every forward."""
     routing, layer, calls = Routing([0, 1], torch.device("cpu")), nn.Linear(2, 2), []
@@ -238,6 +266,9 @@ def test_bad_jobs_and_banks_are_refused(bank):
         bank.train([TrainJob(3, EXAMPLES, FAST, 0)])
     with pytest.raises(ValueError, match="at least one slot"):
         new_bank(n_slots=0)
+    loaded = load_model("tiny-random")
+    with pytest.raises(ValueError, match="output projection"):
+        LoraBank(loaded.model, loaded.tokenizer, LoraConfig(target_modules=("q_proj", "lm_head")))
 
 
 def test_loss_mask_is_positional(tiny):

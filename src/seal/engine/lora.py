@@ -29,6 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seal.engine.generation import SamplingConfig, generate, render_prompt, tokenize_prompt
+from seal.engine.loss import frozen_head_cross_entropy
 from seal.engine.packing import packed_attention
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -272,7 +273,9 @@ class MultiLoraLinear(nn.Module):
         routing = self._routing.current
         if routing is None:
             return out
-        rows = x[0] if routing.per_token else x  # a packed row is routed token by token
+        # a packed row (1, tokens, in) is routed token by token; viewed, not indexed, so its
+        # backward writes the gradient in place instead of zero-filling a copy of the row
+        rows = x.view(x.shape[1:]) if routing.per_token else x
         if rows.shape[0] != routing.n_rows:
             raise RuntimeError(f"{rows.shape[0]} rows (or packed tokens) routed with {routing.n_rows} slots")
         h = self.dropout(rows)
@@ -286,7 +289,8 @@ class MultiLoraLinear(nn.Module):
         delta = segment_matmul(low_rank, b, routing, tokens_per_row).view(*h.shape[:-1], -1)
         if not routing.is_sorted:
             delta = delta[routing.inverse]
-        return out + (delta.unsqueeze(0) if routing.per_token else delta)
+        # in place: the frozen product's output is fresh and its backward does not need it
+        return out.add_(delta.view(out.shape))
 
 
 @dataclass
@@ -324,6 +328,8 @@ class LoraBank:
         self.layers: list[MultiLoraLinear] = []
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
+                if module is model.get_output_embeddings():
+                    raise ValueError(f"LoRA on the output projection ({name}) is not supported: training keeps it frozen")
                 parent_name, _, attribute = name.rpartition(".")
                 layer = MultiLoraLinear(module, n_slots, lora, self._routing)
                 setattr(model.get_submodule(parent_name), attribute, layer)
@@ -461,11 +467,12 @@ class LoraBank:
             )[0][0]
         target_ids = torch.tensor(targets, device=device)
         mask = target_ids != -100
-        logits = self.model.get_output_embeddings()(hidden[mask]).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = cap * torch.tanh(logits / cap)
-        token_losses = nn.functional.cross_entropy(logits, target_ids[mask], reduction="none")
+        token_losses = frozen_head_cross_entropy(
+            hidden[mask],
+            self.model.get_output_embeddings(),
+            target_ids[mask],
+            softcap=getattr(self.model.config, "final_logit_softcapping", None),
+        )
         owner = torch.tensor(target_owner, device=device)
         counts = torch.bincount(owner, minlength=len(plans)).clamp(min=1)
         per_plan = torch.zeros(len(plans), device=device).index_add(0, owner, token_losses) / counts
