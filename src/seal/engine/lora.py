@@ -329,7 +329,7 @@ class LoraBank:
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
                 if module is model.get_output_embeddings():
-                    raise ValueError(f"LoRA on the output projection ({name}) is not supported: training keeps it frozen")
+                    raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
                 parent_name, _, attribute = name.rpartition(".")
                 layer = MultiLoraLinear(module, n_slots, lora, self._routing)
                 setattr(model.get_submodule(parent_name), attribute, layer)
