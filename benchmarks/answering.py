@@ -5,7 +5,7 @@ generation over every prompt, routed to 16 slots, timed at each ``--batch-sizes`
 digest of the answers (it must not change between engine versions or batch sizes: compare code
 versions by pointing PYTHONPATH at their ``src``).
 
-    .venv/bin/python benchmarks/answering.py [--batch-sizes 32 64]
+    .venv/bin/python benchmarks/answering.py [--batch-sizes 64 256]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from seal.models import load_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     args = parser.parse_args()
     config = iter2_config()
     domain = KnowledgeDomain(OfflineGrader(), config.train, answer_tokens=config.answer_tokens)
