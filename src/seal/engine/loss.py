@@ -21,7 +21,7 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
     """Per-token cross-entropy of ``linear(hidden, weight, bias)``, differentiable in ``hidden`` only."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, softcap, chunk_tokens):  # noqa: D102 (autograd protocol)
+    def forward(ctx, hidden, weight, bias, targets, softcap, chunk_tokens):
         losses = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         for start in range(0, hidden.shape[0], chunk_tokens):
@@ -44,7 +44,7 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
         return losses
 
     @staticmethod
-    def backward(ctx, grad_losses):  # noqa: D102 (autograd protocol)
+    def backward(ctx, grad_losses):
         (grad_hidden,) = ctx.saved_tensors
         return grad_hidden * grad_losses[:, None].to(grad_hidden.dtype), None, None, None, None, None
 
