@@ -326,9 +326,10 @@ class LoraBank:
         self._routing = _RoutingState()
         self._unmerged: list[torch.Tensor] | None = None  # base weights before the first merge
         self.layers: list[MultiLoraLinear] = []
+        head = model.get_output_embeddings()
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
-                if module is model.get_output_embeddings():
+                if module is head:
                     raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
                 parent_name, _, attribute = name.rpartition(".")
                 layer = MultiLoraLinear(module, n_slots, lora, self._routing)
