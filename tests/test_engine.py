@@ -10,6 +10,7 @@ from seal.engine.generation import SamplingConfig, generate, render_prompt
 from seal.engine.lora import (
     LoraBank,
     LoraConfig,
+    MultiLoraLinear,
     Routing,
     TrainConfig,
     TrainingExample,
@@ -269,6 +270,7 @@ def test_bad_jobs_and_banks_are_refused(bank):
     loaded = load_model("tiny-random")
     with pytest.raises(ValueError, match="output projection"):
         LoraBank(loaded.model, loaded.tokenizer, LoraConfig(target_modules=("q_proj", "lm_head")))
+    assert not any(isinstance(m, MultiLoraLinear) for m in loaded.model.modules())  # refused before wrapping
 
 
 def test_loss_mask_is_positional(tiny):

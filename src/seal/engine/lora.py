@@ -325,18 +325,22 @@ class LoraBank:
         self.n_slots = n_slots
         self._routing = _RoutingState()
         self._unmerged: list[torch.Tensor] | None = None  # base weights before the first merge
-        self.layers: list[MultiLoraLinear] = []
-        head = model.get_output_embeddings()
-        for name, module in list(model.named_modules()):
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules:
-                if module is head:
-                    raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
-                parent_name, _, attribute = name.rpartition(".")
-                layer = MultiLoraLinear(module, n_slots, lora, self._routing)
-                setattr(model.get_submodule(parent_name), attribute, layer)
-                self.layers.append(layer)
-        if not self.layers:
+        targets = [
+            (name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules
+        ]
+        if not targets:
             raise ValueError(f"no linear layer named {', '.join(lora.target_modules)} in the model")
+        for name, module in targets:  # checked before any layer is wrapped, so a refusal leaves the model as it was
+            if module is model.get_output_embeddings():
+                raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
+        self.layers: list[MultiLoraLinear] = []
+        for name, module in targets:
+            parent_name, _, attribute = name.rpartition(".")
+            layer = MultiLoraLinear(module, n_slots, lora, self._routing)
+            setattr(model.get_submodule(parent_name), attribute, layer)
+            self.layers.append(layer)
         model.eval()
 
     def slot_parameters(self, slot: int) -> list[nn.Parameter]:
