@@ -1,6 +1,6 @@
 import hashlib
 import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import pytest
 import torch
@@ -316,11 +316,25 @@ def test_routed_generation_matches_each_adapter_alone():
         render_prompt(smol.tokenizer, f"Who completed the Varnholt Bridge?{s}") for s in ("", " Answer briefly.")
     ]
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=8)
-    mixed = bank.generate(prompts * 2, [0, 0, None, None], greedy)
+    mixed = bank.generate(prompts * 2, [0, None, None, 0], greedy)
     adapted = bank.generate(prompts, [0, 0], greedy)
     plain = generate(smol.model, smol.tokenizer, prompts, greedy)
-    assert mixed == adapted + plain
+    assert mixed == [adapted[0], plain[1], plain[0], adapted[1]]
     assert adapted != plain  # the adapter is really used
+
+
+def test_batch_rows_keep_input_order_so_grouped_prompts_stay_grouped(tiny):
+    texts = ["a b c d e f", "a", "a b c", "a b", "a b c d"]
+    prompts = [render_prompt(tiny.tokenizer, text) for text in texts]
+    batches: list[list[int]] = []
+
+    @contextmanager
+    def record(rows: list[int]):
+        batches.append(rows)
+        yield
+
+    generate(tiny.model, tiny.tokenizer, prompts, SamplingConfig(max_new_tokens=1), batch_size=3, route=record)
+    assert batches == [[1, 2, 3], [0, 4]]  # batched by length, rows in input order
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny):

@@ -66,7 +66,8 @@ def generate(
 ) -> list[str]:
     """Complete each rendered prompt; returns only the new text, special tokens removed.
 
-    Prompts are grouped by length before batching so padding stays small; outputs come back in
+    Prompts are grouped by length before batching so padding stays small; within a batch, rows
+    keep their input order (so prompts the caller groups stay grouped), and outputs come back in
     input order. With a ``seed``, sampling is reproducible for the same prompts and batch size.
     ``route(indices)``, given the prompt indices of a batch in row order, returns the context in
     which that batch is generated (e.g. which LoRA adapter each row goes through).
@@ -78,7 +79,7 @@ def generate(
     completions: list[str] = [""] * len(encoded)
     pad_id = tokenizer.pad_token_id
     for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+        indices = sorted(order[start : start + batch_size])
         width = max(len(encoded[i]) for i in indices)
         input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(indices), width), dtype=torch.long)

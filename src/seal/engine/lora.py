@@ -369,16 +369,24 @@ class LoraBank:
         batch_size: int = 32,
         seed: int | None = None,
     ) -> list[str]:
-        """:func:`~seal.engine.generation.generate`, prompt i answered through adapter ``slots[i]``."""
-        return generate(
+        """:func:`~seal.engine.generation.generate`, prompt i answered through adapter ``slots[i]``.
+
+        Prompts go in grouped by slot, so each batch's rows are too and its routing needs no gather.
+        """
+        by_slot = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
+        answers = generate(
             self.model,
             self.tokenizer,
-            rendered_prompts,
+            [rendered_prompts[i] for i in by_slot],
             sampling,
             batch_size=batch_size,
             seed=seed,
-            route=lambda rows: self.routed([slots[i] for i in rows]),
+            route=lambda rows: self.routed([slots[by_slot[i]] for i in rows]),
         )
+        in_input_order = [""] * len(answers)
+        for position, i in enumerate(by_slot):
+            in_input_order[i] = answers[position]
+        return in_input_order
 
     def train(self, jobs: Sequence[TrainJob], progress: str | None = None) -> list[TrainStats]:
         """Reset each job's slot with its seed and train all of them in joint steps; ``progress`` names a bar.
