@@ -102,6 +102,35 @@ def test_training_lowers_the_loss_on_its_data(bank):
     assert long.final_loss < short.final_loss - 0.1
 
 
+def test_the_training_loss_is_the_models_own_loss_on_the_target_tokens():
+    """A one-step job reports its loss before the update (B = 0: the base model): it must equal the
+    model's next-token loss on every target token, which also shows dropping each last token is exact."""
+    bank = new_bank()
+    examples = EXAMPLES + OTHER
+    (stats,) = bank.train([TrainJob(0, examples, TrainConfig(epochs=1, batch_size=len(examples)), seed=0)])
+    total, targets = 0.0, 0
+    for example in examples:
+        ids, target_start = tokenize_example(bank.tokenizer, example, 1024)
+        labels = torch.tensor([ids])
+        labels[0, :target_start] = -100
+        n_targets = len(ids) - max(target_start, 1)
+        with torch.no_grad():
+            total += bank.model(input_ids=torch.tensor([ids]), labels=labels).loss.item() * n_targets
+        targets += n_targets
+    assert stats.steps == 1 and stats.tokens == sum(
+        len(tokenize_example(bank.tokenizer, e, 1024)[0]) - 1 for e in examples
+    )
+    assert stats.final_loss == pytest.approx(total / targets, rel=1e-5)
+
+
+def test_examples_without_a_target_token_are_skipped(bank):
+    single_token = next(
+        t for t in ("a", "x", "1") if len(bank.tokenizer(t, add_special_tokens=False)["input_ids"]) == 1
+    )
+    (stats,) = bank.train([TrainJob(0, [TrainingExample("", single_token)], FAST, seed=0)])
+    assert (stats.steps, stats.tokens) == (0, 0)
+
+
 def test_training_together_equals_training_one_at_a_time():
     """Different examples, seeds, learning rates, epochs and batch sizes in one joint pass."""
     jobs = [

@@ -103,7 +103,8 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class TrainStats:
-    """``seconds``: this job's share of the joint pass (its wall time divided by the jobs in it)."""
+    """``tokens``: tokens fed through the model (every sequence but its last token, which predicts
+    nothing); ``seconds``: this job's share of the joint pass (its wall time divided by the jobs in it)."""
 
     steps: int
     tokens: int
@@ -408,7 +409,7 @@ class LoraBank:
     def _plan(self, job: TrainJob) -> _Plan:
         self.reset(job.slot, job.seed)
         tokenized = [tokenize_example(self.tokenizer, e, job.config.max_seq_len) for e in job.examples]
-        tokenized = [t for t in tokenized if len(t[0]) - t[1] > 0]
+        tokenized = [(ids, start) for ids, start in tokenized if len(ids) > max(start, 1)]  # has a target
         shuffler = random.Random(job.seed)
         lengths = [len(ids) for ids, _ in tokenized]
         batches = []
@@ -461,15 +462,17 @@ class LoraBank:
         for index, plan in enumerate(plans):
             for example in plan.batches[plan.step]:
                 sequence, prompt_len = plan.tokenized[example]
-                ids += sequence
-                positions += range(len(sequence))
+                # the last token predicts nothing and no earlier token attends to it: it is not fed
+                inputs = sequence[:-1]
+                ids += inputs
+                positions += range(len(inputs))
                 # position t predicts token t + 1, if that token carries the loss
-                row_targets = [sequence[t + 1] if t + 1 >= prompt_len else -100 for t in range(len(sequence) - 1)]
-                targets += row_targets + [-100]
-                token_slots += [plan.job.slot] * len(sequence)
+                row_targets = [sequence[t + 1] if t + 1 >= prompt_len else -100 for t in range(len(inputs))]
+                targets += row_targets
+                token_slots += [plan.job.slot] * len(inputs)
                 target_owner += [index] * sum(t != -100 for t in row_targets)
-                lengths.append(len(sequence))
-                plan.tokens += len(sequence)
+                lengths.append(len(inputs))
+                plan.tokens += len(inputs)
             plan.step += 1
         with self.routed(token_slots, per_token=True), packed_attention(self.model, lengths) as packing:
             hidden = self.model.base_model(
