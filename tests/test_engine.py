@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from seal.engine.generation import SamplingConfig, generate, render_prompt
+from seal.engine.generation import (
+    SamplingConfig,
+    generate,
+    prefix_padded,
+    render_prompt,
+    shared_prefix_length,
+    tokenize_prompt,
+)
 from seal.engine.lora import (
     LoraBank,
     LoraConfig,
@@ -332,9 +339,37 @@ def test_batched_generation_matches_one_by_one():
     smol = load_model("smollm2-135m")
     prompts = [render_prompt(smol.tokenizer, text) for text in ["Hi", "Tell me about the Varnholt Bridge please"]]
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=6)
-    together = generate(smol.model, smol.tokenizer, prompts, greedy, batch_size=2)
+    together = generate(smol.model, smol.tokenizer, prompts * 2, greedy, batch_size=4)  # shares the template
     alone = [generate(smol.model, smol.tokenizer, [p], greedy)[0] for p in prompts]
-    assert together == alone and all(together)
+    assert together == alone * 2 and all(together)
+
+
+def test_shared_prefix_is_what_each_group_has_in_common():
+    rows = [[1, 2, 3, 4], [1, 2, 3, 5, 6], [7, 8, 9], [7, 8]]
+    assert shared_prefix_length(rows, ["a", "a", "b", "b"]) == 1  # b's rows keep one token of their own
+    assert shared_prefix_length(rows[:2], ["a", "a"]) == 3
+    assert shared_prefix_length(rows, ["a", "b", "c", "d"]) == 0  # nobody shares a group
+    assert shared_prefix_length([[1, 2], [1, 2]], [0, 0]) == 1
+
+
+def test_prefix_padding_puts_the_padding_after_the_shared_prefix():
+    ids, mask = prefix_padded([[1, 2, 3], [1, 2, 4, 5, 6]], shared=2, pad_id=0)
+    assert ids.tolist() == [[1, 2, 0, 0, 3], [1, 2, 4, 5, 6]]
+    assert mask.tolist() == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+    ids, mask = prefix_padded([[3], [4, 5]], shared=0, pad_id=0)
+    assert ids.tolist() == [[0, 3], [4, 5]] and mask.tolist() == [[0, 1], [1, 1]]  # left padding
+
+
+def test_a_shared_prefix_is_fed_once_per_group(tiny):
+    prompt = render_prompt(tiny.tokenizer, "Write about the Varnholt Bridge")
+    length = len(tokenize_prompt(tiny.tokenizer, prompt))
+    fed: list[int] = []
+    hook = tiny.model.get_input_embeddings().register_forward_hook(lambda m, i, o: fed.append(i[0].numel()))
+    try:
+        generate(tiny.model, tiny.tokenizer, [prompt] * 4, SamplingConfig(max_new_tokens=1), batch_size=4)
+    finally:
+        hook.remove()
+    assert fed == [length - 1, 4]  # the prefix once, then each row's last prompt token
 
 
 def test_routed_generation_matches_each_adapter_alone():

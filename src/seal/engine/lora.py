@@ -372,7 +372,8 @@ class LoraBank:
     ) -> list[str]:
         """:func:`~seal.engine.generation.generate`, prompt i answered through adapter ``slots[i]``.
 
-        Prompts go in grouped by slot, so each batch's rows are too and its routing needs no gather.
+        Prompts go in grouped by slot, so each batch's rows are too and its routing needs no gather,
+        and the prompt prefix the prompts of a slot share is computed once for the slot.
         """
         by_slot = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
         answers = generate(
@@ -383,6 +384,7 @@ class LoraBank:
             batch_size=batch_size,
             seed=seed,
             route=lambda rows: self.routed([slots[by_slot[i]] for i in rows]),
+            groups=[slots[i] for i in by_slot],
         )
         in_input_order = [""] * len(answers)
         for position, i in enumerate(by_slot):
