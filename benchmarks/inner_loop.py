@@ -10,10 +10,12 @@ passage + self-edit, answer the passage's questions closed-book, grade.
 - ours: :class:`seal.loops.inner.InnerLoop` over a :class:`seal.engine.lora.LoraBank` with
   ``--parallel`` slots (K updates trained in one pass, answers generated in one batch).
 
-    .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--bf16-base] [--out PATH]
+    .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--out PATH]
+        [--base-precisions bf16-backward bf16]
 
-``--bf16-base`` also runs ours with ``base_precision="bf16"`` (frozen projections through a bf16
-copy) and reports its speed and its accuracy against ours in fp32. On a GPU the peak is measured
+``--base-precisions`` also runs ours with each given ``LoraConfig.base_precision`` (``bf16``: the
+frozen projections through a bf16 copy; ``bf16-backward``: only the training gradient through them)
+and reports its speed and its accuracy against ours in fp32. On a GPU the peak is measured
 there and ``peak_rss_mb`` holds the peak GPU memory allocated by PyTorch instead (``peak_memory``
 says which).
 
@@ -43,7 +45,7 @@ from workload import iter2_config
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, select_passages
 from seal.domains.knowledge.prompts import QUESTION_PROMPT
-from seal.engine.lora import LoraBank, tokenize_example
+from seal.engine.lora import BASE_PRECISIONS, LoraBank, tokenize_example
 from seal.grading import OfflineGrader
 from seal.loops.inner import InnerLoop, Job
 from seal.models import load_model
@@ -155,7 +157,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="self-edits per passage")
     parser.add_argument("--parallel", type=int, default=4, help="ours: updates trained and scored together")
     parser.add_argument(
-        "--bf16-base", action="store_true", help="also run ours with the frozen projections in bf16, for comparison"
+        "--base-precisions",
+        nargs="*",
+        default=[],
+        choices=sorted(set(BASE_PRECISIONS) - {"fp32"}),
+        help="also run ours with these precisions of the frozen projections, for comparison",
     )
     parser.add_argument("--out", default="benchmarks/results/inner_loop.json")
     args = parser.parse_args()
@@ -189,17 +195,19 @@ def main() -> None:
         sum(p.numel() * p.element_size() for s in range(args.parallel) for p in bank.slot_parameters(s)) / 2**20
     )
     print(f"ours: {ours_seconds:.1f} s ({ours_train_seconds:.1f} s training, {tokens} tokens)")
-    if args.bf16_base:
-        bf16_lora = replace(config.lora, base_precision="bf16")
-        bank_bf16 = LoraBank(
-            load_model(args.model, device=device).model, loaded.tokenizer, bf16_lora, n_slots=args.parallel
+    variants = {}
+    for precision in args.base_precisions:
+        variant_lora = replace(config.lora, base_precision=precision)
+        variant_bank = LoraBank(
+            load_model(args.model, device=device).model, loaded.tokenizer, variant_lora, n_slots=args.parallel
         )
         started = time.perf_counter()
-        outcomes_bf16 = InnerLoop(bank_bf16, domain).evaluate(jobs)
+        variant_outcomes = InnerLoop(variant_bank, domain).evaluate(jobs)
         synchronize(device)
-        bf16_seconds = time.perf_counter() - started
-        bf16_train_seconds = sum(o.seconds["train"] for o in outcomes_bf16)
-        print(f"ours with bf16 frozen projections: {bf16_seconds:.1f} s ({bf16_train_seconds:.1f} s training)")
+        variants[precision] = (variant_outcomes, time.perf_counter() - started)
+        del variant_bank
+        train_seconds = sum(o.seconds["train"] for o in variant_outcomes)
+        print(f"ours, base precision {precision}: {variants[precision][1]:.1f} s ({train_seconds:.1f} s training)")
 
     peer_model = load_model(args.model, device=device)
     peer_scores, peer_train_seconds = [], 0.0
@@ -220,9 +228,10 @@ def main() -> None:
     ours_c, ours_t = counts([o.score for o in outcomes])
     peer_c, peer_t = counts(peer_scores)
     difference = paired_difference_ci(peer_c, peer_t, ours_c, ours_t)
+    precisions = f" --base-precisions {' '.join(args.base_precisions)}" if args.base_precisions else ""
     result: dict[str, Any] = {
         "command": f"benchmarks/inner_loop.py{' --quick' if args.quick else ''} --model {args.model} "
-        f"--n-passages {args.n_passages} --k {args.k} --parallel {args.parallel}{' --bf16-base' * args.bf16_base}",
+        f"--n-passages {args.n_passages} --k {args.k} --parallel {args.parallel}{precisions}",
         "machine": describe_machine(device),
         "model": args.model,
         "evaluations": len(units),
@@ -249,15 +258,18 @@ def main() -> None:
         "model_weights_mb": base_mb - adapters_mb,
         "adapter_slots_mb": adapters_mb,
     }
-    if args.bf16_base:
-        bf16_c, bf16_t = counts([o.score for o in outcomes_bf16])
-        result["bf16_base"] = {
-            "evals_per_min": 60 * len(units) / bf16_seconds,
-            "speedup_over_peer": peer_seconds / bf16_seconds,
-            "train_flops_fraction_of_peak": flops / bf16_train_seconds / peak,
-            "accuracy": float(bf16_c.sum() / bf16_t.sum()),
-            "difference_vs_fp32": dict(zip(("diff", "lo", "hi"), paired_difference_ci(ours_c, ours_t, bf16_c, bf16_t))),
-            "mean_final_train_loss": float(np.mean([o.train.final_loss for o in outcomes_bf16])),
+    for precision, (variant_outcomes, seconds) in variants.items():
+        variant_c, variant_t = counts([o.score for o in variant_outcomes])
+        train_seconds = sum(o.seconds["train"] for o in variant_outcomes)
+        difference = paired_difference_ci(ours_c, ours_t, variant_c, variant_t)
+        result.setdefault("base_precision_variants", {})[precision] = {
+            "evals_per_min": 60 * len(units) / seconds,
+            "speedup_over_peer": peer_seconds / seconds,
+            "seconds": {"total": seconds, "train": train_seconds},
+            "train_flops_fraction_of_peak": flops / train_seconds / peak,
+            "accuracy": float(variant_c.sum() / variant_t.sum()),
+            "difference_vs_fp32": dict(zip(("diff", "lo", "hi"), difference)),
+            "mean_final_train_loss": float(np.mean([o.train.final_loss for o in variant_outcomes])),
             "mean_final_train_loss_fp32": float(np.mean([o.train.final_loss for o in outcomes])),
         }
     result = rounded(result)

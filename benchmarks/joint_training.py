@@ -4,6 +4,7 @@ Prints the seconds per repeat and the mean final loss (the loss must not change 
 versions: compare code versions by pointing PYTHONPATH at their ``src``).
 
     .venv/bin/python benchmarks/joint_training.py --slots 16 [--epochs 1] [--threads 1] [--repeats 2]
+        [--base-precision fp32]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from workload import iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import select_passages
-from seal.engine.lora import LoraBank, TrainJob
+from seal.engine.lora import BASE_PRECISIONS, LoraBank, TrainJob
 from seal.grading import OfflineGrader
 from seal.models import load_model
 
@@ -29,13 +30,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--base-precision", default="fp32", choices=sorted(BASE_PRECISIONS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = iter2_config()
     domain = KnowledgeDomain(OfflineGrader(), replace(config.train, epochs=args.epochs))
     updates = [domain.to_update(p, text) for p in select_passages(config) for text in p.self_edits]
     loaded = load_model(args.model)
-    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=args.slots)
+    lora = replace(config.lora, base_precision=args.base_precision)
+    bank = LoraBank(loaded.model, loaded.tokenizer, lora, n_slots=args.slots)
     for repeat in range(args.repeats):
         started = time.perf_counter()
         losses = []

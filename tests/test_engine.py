@@ -203,6 +203,13 @@ def test_frozen_head_cross_entropy_matches_the_logits_way_forward_and_backward(b
     torch.testing.assert_close(chunked, reference)
     torch.testing.assert_close(grad, hidden.grad)
 
+    low = frozen_head_cross_entropy(hidden, head, targets, softcap, chunk_tokens, head.weight.to(torch.bfloat16))
+    reference_grad, hidden.grad = hidden.grad.clone(), None
+    low.backward(upstream)
+    assert torch.equal(low, chunked)  # a bf16 gradient weight leaves the losses alone
+    assert not torch.equal(hidden.grad, reference_grad)
+    torch.testing.assert_close(hidden.grad, reference_grad, rtol=0.02, atol=0.02)
+
 
 def test_frozen_head_cross_entropy_refuses_a_trainable_head():
     with pytest.raises(ValueError, match="freeze it"):
@@ -294,6 +301,30 @@ def test_bf16_base_precision_trains_like_fp32_and_keeps_merges_exact(tmp_path):
     assert torch.equal(logits(fast), before)
     with pytest.raises(ValueError, match="base precision"):
         LoraConfig(base_precision="fp8")
+
+
+def test_bf16_backward_keeps_the_forward_exact_and_trains_like_fp32():
+    """Only the gradient through the frozen projections multiplies in bf16: outputs are fp32's bit
+    for bit, the first loss too, training lands close to fp32, and merges reach the gradient copy."""
+    job = TrainJob(0, EXAMPLES, FAST, seed=0)
+    exact = new_bank()
+    (exact_stats,) = exact.train([job])
+    loaded = load_model("tiny-random")
+    fast = LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="bf16-backward"))
+    assert all(layer.base_weight_copy.dtype == torch.bfloat16 for layer in fast.layers)
+    before = logits(fast)
+    assert torch.equal(before, logits(new_bank()))
+    one_step = TrainJob(0, EXAMPLES, TrainConfig(epochs=1, batch_size=len(EXAMPLES)), seed=0)
+    assert fast.train([one_step])[0].final_loss == new_bank().train([one_step])[0].final_loss
+    (fast_stats,) = fast.train([job])
+    assert fast_stats.final_loss != exact_stats.final_loss  # the gradients did go through bf16
+    assert fast_stats.final_loss == pytest.approx(exact_stats.final_loss, rel=0.02)
+    torch.testing.assert_close(logits(fast, [0, 0]), logits(exact, [0, 0]), rtol=0.02, atol=0.02)
+    fast.merge(0)
+    assert all(torch.equal(layer.base_weight_copy, layer.base.weight.to(torch.bfloat16)) for layer in fast.layers)
+    fast.restore()
+    assert torch.equal(logits(fast), before)
+    assert all(torch.equal(layer.base_weight_copy, layer.base.weight.to(torch.bfloat16)) for layer in fast.layers)
 
 
 def test_bad_jobs_and_banks_are_refused(bank):

@@ -58,7 +58,8 @@ def _add_lora_options(parser: argparse.ArgumentParser) -> None:
         "--base-precision",
         default=defaults.base_precision,
         choices=sorted(BASE_PRECISIONS),
-        help="precision of the frozen projections' matmuls (bf16: faster on CPUs with bf16 units; adapters stay fp32)",
+        help="precision of the frozen projections' matmuls (bf16: faster on CPUs with bf16 units; "
+        "bf16-backward: only the training gradient through them in bf16; adapters stay fp32)",
     )
 
 

@@ -33,7 +33,12 @@ from seal.engine.loss import frozen_head_cross_entropy
 from seal.engine.packing import packed_attention
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-BASE_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+BASE_PRECISIONS = {
+    "fp32": (None, None),
+    "bf16": (torch.bfloat16, torch.bfloat16),
+    "bf16-backward": (None, torch.bfloat16),
+}
+"""Each precision's (forward, input-gradient) dtype for the frozen projections; None: the model's own."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,11 @@ class LoraConfig:
     target_modules: tuple[str, ...] = ALL_PROJECTIONS
     base_precision: str = "fp32"
     """How the frozen projections multiply, wherever the bank's model runs (training, answering,
-    writing self-edits): ``fp32``, or ``bf16`` through a bf16 copy of each loaded weight. Adapters,
-    merged adapters, their sum with the frozen output and everything outside the projections stay
-    in the model's precision, so small updates are not rounded away as under bf16 autocast."""
+    writing self-edits): ``fp32``; ``bf16`` through a bf16 copy of each loaded weight; or
+    ``bf16-backward``, forward in fp32 (losses, answers and self-edits are fp32's) and only the
+    training gradient through the projections in bf16. Adapters, merged adapters, their sum with the
+    frozen output and everything outside the projections stay in the model's precision, so small
+    updates are not rounded away as under bf16 autocast."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha <= 0:
@@ -200,6 +207,22 @@ def segment_matmul(x: torch.Tensor, weights: torch.Tensor, routing: Routing, tok
     return products[0] if len(products) == 1 else torch.cat(products)
 
 
+class _LowPrecisionInputGradient(torch.autograd.Function):
+    """``linear(x, weight, bias)`` with a frozen weight, whose gradient for ``x`` multiplies through
+    ``low_precision_weight`` (a copy of ``weight``): the backward matmul at bf16 speed, the output exact."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, low_precision_weight):
+        ctx.save_for_backward(low_precision_weight)
+        return nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (low_precision_weight,) = ctx.saved_tensors
+        grad_x = (grad_output.to(low_precision_weight.dtype) @ low_precision_weight).to(grad_output.dtype)
+        return grad_x, None, None, None
+
+
 class _RoutingState:
     """Shared by every layer of a bank, so one assignment routes the whole model."""
 
@@ -223,31 +246,42 @@ class MultiLoraLinear(nn.Module):
             for _ in range(n_slots)
         )
         self._routing = routing
-        compute_dtype = BASE_PRECISIONS[lora.base_precision]
-        low_precision = compute_dtype is not None and compute_dtype != base.weight.dtype
-        copy = base.weight.detach().to(compute_dtype) if low_precision else None
+        forward_dtype, backward_dtype = BASE_PRECISIONS[lora.base_precision]
+        copy_dtype = forward_dtype or backward_dtype
+        low_precision = copy_dtype is not None and copy_dtype != base.weight.dtype
+        copy = base.weight.detach().to(copy_dtype) if low_precision else None
         self.register_buffer("base_weight_copy", copy, persistent=False)
-        # With a low-precision copy, merged adapters stay low-rank terms in full precision: folded
+        self.low_precision_forward = low_precision and forward_dtype is not None
+        # With a low-precision forward, merged adapters stay low-rank terms in full precision: folded
         # into the copy, updates smaller than its rounding step would vanish.
         self.merged: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _base_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.base_weight_copy is None:
             return self.base(x)
+        if not self.low_precision_forward:
+            if not (torch.is_grad_enabled() and x.requires_grad):
+                return self.base(x)
+            return _LowPrecisionInputGradient.apply(x, self.base.weight, self.base.bias, self.base_weight_copy)
         out = nn.functional.linear(x.to(self.base_weight_copy.dtype), self.base_weight_copy).to(x.dtype)
         for a, b in self.merged:
             out = out + (x @ a) @ b
         return out if self.base.bias is None else out + self.base.bias
 
     def merge(self, slot: int) -> None:
-        """Add adapter ``slot`` to the frozen weight (and, with a low-precision copy, keep it as a term)."""
+        """Add adapter ``slot`` to the frozen weight (and keep it as a full-precision term beside a
+        low-precision forward copy, or fold it into a copy used for gradients only)."""
         self.base.weight += self.delta_weight(slot).to(self.base.weight.dtype)
-        if self.base_weight_copy is not None:
+        if self.low_precision_forward:
             self.merged.append((self.lora_a[slot].detach().clone(), self.scaling * self.lora_b[slot].detach()))
+        elif self.base_weight_copy is not None:
+            self.base_weight_copy.copy_(self.base.weight)
 
     def restore(self, weight: torch.Tensor) -> None:
         """Put the loaded frozen weight back and forget every merge."""
         self.base.weight.copy_(weight)
+        if self.base_weight_copy is not None:
+            self.base_weight_copy.copy_(weight)
         self.merged = []
 
     def reset(self, slot: int, generator: torch.Generator) -> None:
@@ -336,6 +370,10 @@ class LoraBank:
         for name, module in targets:  # checked before any layer is wrapped, so a refusal leaves the model as it was
             if module is model.get_output_embeddings():
                 raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
+        _, backward_dtype = BASE_PRECISIONS[lora.base_precision]
+        head = model.get_output_embeddings().weight
+        # the loss's gradient through the frozen output projection multiplies in the backward precision
+        self._head_gradient_weight = head.detach().to(backward_dtype) if backward_dtype else None
         self.layers: list[MultiLoraLinear] = []
         for name, module in targets:
             parent_name, _, attribute = name.rpartition(".")
@@ -490,6 +528,7 @@ class LoraBank:
             self.model.get_output_embeddings(),
             target_ids[mask],
             softcap=getattr(self.model.config, "final_logit_softcapping", None),
+            gradient_weight=self._head_gradient_weight,
         )
         owner = torch.tensor(target_owner, device=device)
         counts = torch.bincount(owner, minlength=len(plans)).clamp(min=1)
