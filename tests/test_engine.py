@@ -22,6 +22,7 @@ from seal.engine.lora import (
     TrainConfig,
     TrainingExample,
     TrainJob,
+    TrainStats,
     length_grouped_batches,
     segment_matmul,
     tokenize_example,
@@ -40,12 +41,14 @@ OTHER = [
     TrainingExample("", "Ferrowick Hall\nBuilt 1902."),
 ]
 FAST = TrainConfig(learning_rate=1e-2, epochs=2, batch_size=2)
+FAST_JOB = TrainJob(0, EXAMPLES, FAST, seed=0)
 PROBE = ["The bridge was completed in", "Quenalite is a"]
 
 
-def new_bank(n_slots: int = 1) -> LoraBank:
+def new_bank(n_slots: int = 1, base_precision: str = "fp32") -> LoraBank:
     loaded = load_model("tiny-random")
-    return LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8), n_slots=n_slots)
+    lora = LoraConfig(rank=4, alpha=8, base_precision=base_precision)
+    return LoraBank(loaded.model, loaded.tokenizer, lora, n_slots=n_slots)
 
 
 @pytest.fixture(scope="module")
@@ -271,19 +274,23 @@ def test_a_merged_and_saved_adapter_is_the_routed_model(tmp_path):
     torch.testing.assert_close(logits(plain), routed, rtol=1e-4, atol=1e-4)
 
 
+def trained_in_fp32_and_untrained(base_precision: str) -> tuple[LoraBank, TrainStats, LoraBank]:
+    """FAST_JOB trained in fp32 (the bank and its stats), and an untrained bank of ``base_precision``."""
+    exact = new_bank()
+    (stats,) = exact.train([FAST_JOB])
+    bank = new_bank(base_precision=base_precision)
+    assert all(layer.base_weight_copy.dtype == torch.bfloat16 for layer in bank.layers)
+    return exact, stats, bank
+
+
 def test_bf16_base_precision_trains_like_fp32_and_keeps_merges_exact(tmp_path):
     """The frozen projections multiply in bf16; the adapter still learns what it learns in fp32, a
     merged adapter acts exactly as it did routed (not rounded into the bf16 copy), and the saved
     checkpoint holds the fp32 weights with the merge and no bf16 copy."""
-    job = TrainJob(0, EXAMPLES, FAST, seed=0)
-    exact = new_bank()
-    (exact_stats,) = exact.train([job])
-    loaded = load_model("tiny-random")
-    fast = LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="bf16"))
-    assert all(layer.base_weight_copy.dtype == torch.bfloat16 for layer in fast.layers)
+    exact, exact_stats, fast = trained_in_fp32_and_untrained("bf16")
     before = logits(fast)
     torch.testing.assert_close(before, logits(new_bank()), rtol=0.05, atol=0.05)  # bf16-close, not equal
-    (fast_stats,) = fast.train([job])
+    (fast_stats,) = fast.train([FAST_JOB])
     assert fast_stats.final_loss == pytest.approx(exact_stats.final_loss, rel=0.05)
     routed = logits(fast, [0, 0])
     assert not torch.allclose(routed, before, atol=1e-3)
@@ -306,17 +313,12 @@ def test_bf16_base_precision_trains_like_fp32_and_keeps_merges_exact(tmp_path):
 def test_bf16_backward_keeps_the_forward_exact_and_trains_like_fp32():
     """Only the gradient through the frozen projections multiplies in bf16: outputs are fp32's bit
     for bit, the first loss too, training lands close to fp32, and merges reach the gradient copy."""
-    job = TrainJob(0, EXAMPLES, FAST, seed=0)
-    exact = new_bank()
-    (exact_stats,) = exact.train([job])
-    loaded = load_model("tiny-random")
-    fast = LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="bf16-backward"))
-    assert all(layer.base_weight_copy.dtype == torch.bfloat16 for layer in fast.layers)
+    exact, exact_stats, fast = trained_in_fp32_and_untrained("bf16-backward")
     before = logits(fast)
     assert torch.equal(before, logits(new_bank()))
     one_step = TrainJob(0, EXAMPLES, TrainConfig(epochs=1, batch_size=len(EXAMPLES)), seed=0)
     assert fast.train([one_step])[0].final_loss == new_bank().train([one_step])[0].final_loss
-    (fast_stats,) = fast.train([job])
+    (fast_stats,) = fast.train([FAST_JOB])
     assert fast_stats.final_loss != exact_stats.final_loss  # the gradients did go through bf16
     assert fast_stats.final_loss == pytest.approx(exact_stats.final_loss, rel=0.02)
     torch.testing.assert_close(logits(fast, [0, 0]), logits(exact, [0, 0]), rtol=0.02, atol=0.02)
