@@ -143,6 +143,11 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
     return batches
 
 
+def by_slot(slots: Sequence[int | None]) -> list[int]:
+    """Indices of ``slots`` in slot order, rows without an adapter (None) first; stable within a slot."""
+    return sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
+
+
 class Routing:
     """Which adapter slot each batch row uses (None: the base model), precomputed once per batch.
 
@@ -154,7 +159,7 @@ class Routing:
     def __init__(self, slots: Sequence[int | None], device: torch.device, per_token: bool = False):
         self.per_token = per_token
         self.n_rows = len(slots)
-        order = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
+        order = by_slot(slots)
         self.is_sorted = order == list(range(len(slots)))
         self.order = torch.tensor(order, device=device)
         self.inverse = torch.argsort(self.order)
@@ -280,7 +285,7 @@ class MultiLoraLinear(nn.Module):
     def restore(self, weight: torch.Tensor) -> None:
         """Put the loaded frozen weight back and forget every merge."""
         self.base.weight.copy_(weight)
-        if self.base_weight_copy is not None:
+        if self.base_weight_copy is not None and not self.low_precision_forward:  # merges were folded in
             self.base_weight_copy.copy_(weight)
         self.merged = []
 
@@ -413,19 +418,19 @@ class LoraBank:
         Prompts go in grouped by slot, so each batch's rows are too and its routing needs no gather,
         and the prompt prefix the prompts of a slot share is computed once for the slot.
         """
-        by_slot = sorted(range(len(slots)), key=lambda i: -1 if slots[i] is None else slots[i])
+        order = by_slot(slots)
         answers = generate(
             self.model,
             self.tokenizer,
-            [rendered_prompts[i] for i in by_slot],
+            [rendered_prompts[i] for i in order],
             sampling,
             batch_size=batch_size,
             seed=seed,
-            route=lambda rows: self.routed([slots[by_slot[i]] for i in rows]),
-            groups=[slots[i] for i in by_slot],
+            route=lambda rows: self.routed([slots[order[i]] for i in rows]),
+            groups=[slots[i] for i in order],
         )
         in_input_order = [""] * len(answers)
-        for position, i in enumerate(by_slot):
+        for position, i in enumerate(order):
             in_input_order[i] = answers[position]
         return in_input_order
 
