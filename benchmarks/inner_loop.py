@@ -8,16 +8,22 @@ passage + self-edit, answer the passage's questions closed-book, grade.
 - peer: per self-edit, ``get_peft_model`` on the base model, a ``transformers.Trainer``, then
   ``generate`` question by question, then ``unload()`` - written plainly, as a user would.
 - ours: :class:`seal.loops.inner.InnerLoop` over a :class:`seal.engine.lora.LoraBank` with
-  ``--parallel`` slots (K updates trained in one pass, answers generated in one batch).
+  ``--parallel`` slots (K updates trained in one pass, answers generated in one batch), in this
+  process; with ``--workers W`` (CPU only) also on W one-core Ray workers, the jobs split between
+  them by training tokens (one share each, so neither waits on the other), each worker running its
+  share through one ``InnerLoop`` with up to ``--parallel`` slots, on the executor that
+  ``seal knowledge eval --executor ray --workers W`` uses. The figures of the workers are then
+  reported as ours, those of the single process under ``ours_in_process``. The peer stays one
+  process, as a user would run it.
 
     .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--out PATH]
-        [--base-precisions bf16-backward bf16]
+        [--parallel 16] [--workers 2] [--base-precisions bf16-backward bf16]
 
-``--base-precisions`` also runs ours with each given ``LoraConfig.base_precision`` (``bf16``: the
-frozen projections through a bf16 copy; ``bf16-backward``: only the training gradient through them)
-and reports its speed and its accuracy against ours in fp32. On a GPU the peak is measured
-there and ``peak_rss_mb`` holds the peak GPU memory allocated by PyTorch instead (``peak_memory``
-says which).
+``--base-precisions`` also runs ours in process with each given ``LoraConfig.base_precision``
+(``bf16``: the frozen projections through a bf16 copy; ``bf16-backward``: only the training gradient
+through them) and reports its speed and its accuracy against ours in fp32. On a GPU the peak is
+measured there and ``peak_rss_mb`` holds the peak GPU memory allocated by PyTorch instead
+(``peak_memory`` says which).
 
 Writes benchmarks/results/inner_loop.json (or --out). Run it on a quiet machine.
 """
@@ -26,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +48,15 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
-from workload import iter2_config
+from workload import balanced_shares, iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, select_passages
 from seal.domains.knowledge.prompts import QUESTION_PROMPT
-from seal.engine.lora import BASE_PRECISIONS, LoraBank, tokenize_example
+from seal.engine.lora import BASE_PRECISIONS, LoraBank, LoraConfig, tokenize_example
+from seal.executors import ExecutorSpec, make_executor
 from seal.grading import OfflineGrader
-from seal.loops.inner import InnerLoop, Job
+from seal.loops.inner import InnerLoop, Job, Outcome
 from seal.models import load_model
 from seal.models.loading import default_device
 from seal.seeding import unit_seed
@@ -149,6 +158,133 @@ def rounded(value: Any) -> Any:
     return value
 
 
+def job_tokens(tokenizer, job: Job) -> int:
+    """Training tokens of one epoch of ``job``'s update: what its share of a worker's time scales with."""
+    update = job.update
+    return sum(len(tokenize_example(tokenizer, e, update.train.max_seq_len)[0]) for e in update.examples)
+
+
+def evaluate_share(bank: LoraBank, share: tuple[list[int], list[Job]], domain: KnowledgeDomain):
+    """On a worker: its share of the jobs through the inner loop; returns the worker's process id, the
+    jobs' indices, their outcomes and the seconds it took."""
+    indices, jobs = share
+    started = time.perf_counter()
+    outcomes = InnerLoop(bank, domain).evaluate(jobs)
+    return os.getpid(), indices, outcomes, time.perf_counter() - started
+
+
+def worker_process(bank: LoraBank, task: int) -> tuple[int, float]:
+    """On a worker: its process id and peak resident set so far, in MB."""
+    return os.getpid(), peak_memory_mb("cpu")
+
+
+@dataclass
+class OursRun:
+    """One run of ours: outcomes in job order, wall seconds, and per process: outcomes, seconds, peak MB."""
+
+    outcomes: list[Outcome]
+    seconds: float
+    processes: list[tuple[list[Outcome], float, float]]
+    startup_seconds: float = 0.0
+
+    def train_flops_per_second(self, flops_per_token: float) -> float:
+        """Summed over processes running side by side: each one's trained FLOPs over its training seconds."""
+        return sum(
+            sum(o.train.tokens for o in outcomes) * flops_per_token / sum(o.seconds["train"] for o in outcomes)
+            for outcomes, _, _ in self.processes
+        )
+
+
+def run_in_process(bank: LoraBank, domain: KnowledgeDomain, jobs: list[Job], device: str) -> OursRun:
+    started = time.perf_counter()
+    outcomes = InnerLoop(bank, domain).evaluate(jobs)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    return OursRun(outcomes, seconds, [(outcomes, seconds, peak_memory_mb(device))])
+
+
+def run_on_workers(
+    model: str,
+    lora: LoraConfig,
+    domain: KnowledgeDomain,
+    jobs: list[Job],
+    costs: list[int],
+    workers: int,
+    parallel: int,
+) -> OursRun:
+    """The jobs split by training tokens over ``workers`` Ray actors of one core each, as ``seal knowledge
+    eval --executor ray --workers N`` runs them. Start-up (Ray, the actors, their model loads) is timed apart."""
+    import ray
+
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default (15) starves workers beside a busy driver
+    started = time.perf_counter()
+    shares = [share for share in balanced_shares(costs, workers) if share]
+    spec = ExecutorSpec(
+        kind="ray", workers=len(shares), parallel=min(parallel, max(map(len, shares))), cpus_per_worker=1
+    )
+    executor = make_executor(spec)
+    executor.use(model, lora)
+    loaded = {pid for pid, _ in executor.map(worker_process, range(len(shares)))}  # each actor loads the model
+    assert len(loaded) == len(shares), "expected one task per worker"
+    warm = time.perf_counter()
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    processes = {}  # process id -> (outcomes, seconds)
+    task = partial(evaluate_share, domain=domain)
+    for pid, indices, share_outcomes, seconds in executor.map(task, [(s, [jobs[i] for i in s]) for s in shares]):
+        for index, outcome in zip(indices, share_outcomes):
+            outcomes[index] = outcome
+        processes[pid] = (share_outcomes, seconds)
+    seconds = time.perf_counter() - warm
+    peaks = dict(executor.map(worker_process, range(len(shares))))
+    executor.close()
+    ray.shutdown()
+    return OursRun(
+        outcomes,  # type: ignore[arg-type]
+        seconds,
+        [(o, s, peaks[pid]) for pid, (o, s) in processes.items()],
+        startup_seconds=warm - started,
+    )
+
+
+def correct_and_graded(scores) -> tuple[np.ndarray, np.ndarray]:
+    """Per evaluation: answers graded correct, answers graded."""
+    verdicts = [[d["verdict"] for d in s.details if d["verdict"] != "ungraded"] for s in scores]
+    return np.array([v.count("correct") for v in verdicts]), np.array([len(v) for v in verdicts])
+
+
+def ours_figures(run: OursRun, peer_scores, peer_seconds: float, flops_per_token: float, peak: float) -> dict:
+    """Speed, accuracy (against the peer's, paired by evaluation), training rate and memory of one run of ours."""
+    ours_c, ours_t = correct_and_graded([o.score for o in run.outcomes])
+    peer_c, peer_t = correct_and_graded(peer_scores)
+    difference = paired_difference_ci(peer_c, peer_t, ours_c, ours_t)
+    rate = run.train_flops_per_second(flops_per_token)
+    return {
+        "evals_per_min": 60 * len(run.outcomes) / run.seconds,
+        "speedup": peer_seconds / run.seconds,
+        "accuracy": float(ours_c.sum() / ours_t.sum()),
+        "accuracy_ci95": list(pooled_accuracy_ci(ours_c, ours_t)),
+        "accuracy_difference_minus_peer": {"diff": difference[0], "ci95": list(difference[1:])},
+        "train_gflops": rate / 1e9,
+        "train_flops_fraction_of_peak": rate / peak,
+        "seconds": {
+            "total": run.seconds,
+            "startup": run.startup_seconds,
+            "per_process": [
+                {
+                    "evaluations": len(outcomes),
+                    "train_tokens": sum(o.train.tokens for o in outcomes),
+                    "train": sum(o.seconds["train"] for o in outcomes),
+                    "answer_and_grade": seconds - sum(o.seconds["train"] for o in outcomes),
+                    "total": seconds,
+                }
+                for outcomes, seconds, _ in run.processes
+            ],
+        },
+        "peak_rss_mb": sum(mb for _, _, mb in run.processes),
+        "peak_rss_mb_per_process": [mb for _, _, mb in run.processes],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -157,16 +293,25 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="self-edits per passage")
     parser.add_argument("--parallel", type=int, default=4, help="ours: updates trained and scored together")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ours: also run on this many one-core Ray workers (CPU only) and report that as ours",
+    )
+    parser.add_argument(
         "--base-precisions",
         nargs="*",
         default=[],
         choices=sorted(set(BASE_PRECISIONS) - {"fp32"}),
-        help="also run ours with these precisions of the frozen projections, for comparison",
+        help="also run ours (in process) with these precisions of the frozen projections, for comparison",
     )
     parser.add_argument("--out", default="benchmarks/results/inner_loop.json")
     args = parser.parse_args()
     if args.quick:  # the peer takes ~65 s per evaluation on a 2-core CPU
         args.n_passages, args.k = 1, 2
+    device = default_device()
+    if args.workers < 1 or (args.workers > 1 and device != "cpu"):
+        parser.error(f"--workers must be 1, or more on a CPU-only machine; got {args.workers} on {device}")
     hf_logging.set_verbosity_error()
 
     config = iter2_config(args.n_passages, args.k)
@@ -176,38 +321,29 @@ def main() -> None:
         (p, domain.to_update(p, text), unit_seed(0, p.id, i)) for p in passages for i, text in enumerate(p.self_edits)
     ]
     jobs = [Job(passage, update, seed) for passage, update, seed in units]
-    device = default_device()
     peak = matmul_peak_flops(device)
     print(f"{len(units)} evaluations per side on {device}; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
 
     loaded = load_model(args.model, device=device)
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=args.parallel)
-    started = time.perf_counter()
-    outcomes = InnerLoop(bank, domain).evaluate(jobs)
-    synchronize(device)
-    ours_seconds = time.perf_counter() - started
-    ours_train_seconds = sum(o.seconds["train"] for o in outcomes)
-    tokens = sum(o.train.tokens for o in outcomes)
-    flops = tokens * train_flops_per_token(bank)
-    ours_peak_mb = peak_memory_mb(device)
+    flops_per_token = train_flops_per_token(bank)
+    in_process = run_in_process(bank, domain, jobs, device)
+    print(f"ours in process: {in_process.seconds:.1f} s")
     base_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
     adapters_mb = (
         sum(p.numel() * p.element_size() for s in range(args.parallel) for p in bank.slot_parameters(s)) / 2**20
     )
-    print(f"ours: {ours_seconds:.1f} s ({ours_train_seconds:.1f} s training, {tokens} tokens)")
     variants = {}
     for precision in args.base_precisions:
         variant_lora = replace(config.lora, base_precision=precision)
-        variant_bank = LoraBank(
-            load_model(args.model, device=device).model, loaded.tokenizer, variant_lora, n_slots=args.parallel
-        )
-        started = time.perf_counter()
-        variant_outcomes = InnerLoop(variant_bank, domain).evaluate(jobs)
-        synchronize(device)
-        variants[precision] = (variant_outcomes, time.perf_counter() - started)
-        del variant_bank
-        train_seconds = sum(o.seconds["train"] for o in variant_outcomes)
-        print(f"ours, base precision {precision}: {variants[precision][1]:.1f} s ({train_seconds:.1f} s training)")
+        bank = LoraBank(load_model(args.model, device=device).model, loaded.tokenizer, variant_lora, args.parallel)
+        variants[precision] = run_in_process(bank, domain, jobs, device)
+        print(f"ours in process, base precision {precision}: {variants[precision].seconds:.1f} s")
+    on_workers = None
+    if args.workers > 1:
+        costs = [job_tokens(loaded.tokenizer, job) for job in jobs]
+        on_workers = run_on_workers(args.model, config.lora, domain, jobs, costs, args.workers, args.parallel)
+        print(f"ours on {args.workers} workers: {on_workers.seconds:.1f} s")
 
     peer_model = load_model(args.model, device=device)
     peer_scores, peer_train_seconds = [], 0.0
@@ -221,56 +357,59 @@ def main() -> None:
         print(f"peer: {passage.title}: train {train_s:.1f} s, answer {answer_s:.1f} s, reward {score.reward:.2f}")
     peer_seconds = time.perf_counter() - started
 
-    def counts(scores) -> tuple[np.ndarray, np.ndarray]:
-        verdicts = [[d["verdict"] for d in s.details if d["verdict"] != "ungraded"] for s in scores]
-        return np.array([v.count("correct") for v in verdicts]), np.array([len(v) for v in verdicts])
+    def figures(run: OursRun) -> dict:
+        return ours_figures(run, peer_scores, peer_seconds, flops_per_token, peak)
 
-    ours_c, ours_t = counts([o.score for o in outcomes])
-    peer_c, peer_t = counts(peer_scores)
-    difference = paired_difference_ci(peer_c, peer_t, ours_c, ours_t)
+    ours = figures(on_workers or in_process)
+    peer_c, peer_t = correct_and_graded(peer_scores)
+    tokens = sum(o.train.tokens for o in in_process.outcomes)
     precisions = f" --base-precisions {' '.join(args.base_precisions)}" if args.base_precisions else ""
     result: dict[str, Any] = {
         "command": f"benchmarks/inner_loop.py{' --quick' if args.quick else ''} --model {args.model} "
-        f"--n-passages {args.n_passages} --k {args.k} --parallel {args.parallel}{precisions}",
+        f"--n-passages {args.n_passages} --k {args.k} --parallel {args.parallel} --workers {args.workers}"
+        f"{precisions}",
         "machine": describe_machine(device),
         "model": args.model,
         "evaluations": len(units),
         "parallel": args.parallel,
+        "ours_is": f"{args.workers} one-core Ray workers" if on_workers else "one process",
         "peer_evals_per_min": 60 * len(units) / peer_seconds,
-        "ours_evals_per_min": 60 * len(units) / ours_seconds,
-        "speedup": peer_seconds / ours_seconds,
+        "ours_evals_per_min": ours["evals_per_min"],
+        "speedup": ours["speedup"],
         "accuracy_peer": float(peer_c.sum() / peer_t.sum()),
-        "accuracy_ours": float(ours_c.sum() / ours_t.sum()),
+        "accuracy_ours": ours["accuracy"],
         "accuracy_peer_ci95": list(pooled_accuracy_ci(peer_c, peer_t)),
-        "accuracy_ours_ci95": list(pooled_accuracy_ci(ours_c, ours_t)),
-        "accuracy_difference_ours_minus_peer": {"diff": difference[0], "ci95": list(difference[1:])},
+        "accuracy_ours_ci95": ours["accuracy_ci95"],
+        "accuracy_difference_ours_minus_peer": ours["accuracy_difference_minus_peer"],
         "matmul_peak_gflops": peak / 1e9,
         "train_tokens": tokens,
-        "ours_train_gflops": flops / ours_train_seconds / 1e9,
-        "peer_train_gflops": flops / peer_train_seconds / 1e9,
-        "train_flops_fraction_of_peak": flops / ours_train_seconds / peak,
-        "peer_train_flops_fraction_of_peak": flops / peer_train_seconds / peak,
-        "ours_seconds": {"total": ours_seconds, "train": ours_train_seconds},
+        "ours_train_gflops": ours["train_gflops"],
+        "peer_train_gflops": tokens * flops_per_token / peer_train_seconds / 1e9,
+        "train_flops_fraction_of_peak": ours["train_flops_fraction_of_peak"],
+        "peer_train_flops_fraction_of_peak": tokens * flops_per_token / peer_train_seconds / peak,
+        "ours_seconds": ours["seconds"],
         "peer_seconds": {"total": peer_seconds, "train": peer_train_seconds},
-        "peak_memory": "GPU memory allocated by PyTorch" if device == "cuda" else "process resident set",
-        "peak_rss_mb": ours_peak_mb,
-        "peak_rss_mb_after_peer": peak_memory_mb(device),
+        "peak_memory": "GPU memory allocated by PyTorch" if device == "cuda" else "resident set, summed over processes",
+        "peak_rss_mb": ours["peak_rss_mb"],
+        "peak_rss_mb_per_process": ours["peak_rss_mb_per_process"],
+        "peak_rss_mb_driver_after_peer": peak_memory_mb(device),
         "model_weights_mb": base_mb - adapters_mb,
         "adapter_slots_mb": adapters_mb,
     }
-    for precision, (variant_outcomes, seconds) in variants.items():
-        variant_c, variant_t = counts([o.score for o in variant_outcomes])
-        train_seconds = sum(o.seconds["train"] for o in variant_outcomes)
-        difference = paired_difference_ci(ours_c, ours_t, variant_c, variant_t)
+    if on_workers:
+        result["ours_in_process"] = figures(in_process)
+        result["largest_reward_difference_workers_vs_in_process"] = max(
+            abs(a.reward - b.reward) for a, b in zip(on_workers.outcomes, in_process.outcomes)
+        )
+    fp32_c, fp32_t = correct_and_graded([o.score for o in in_process.outcomes])
+    for precision, run in variants.items():
+        variant_c, variant_t = correct_and_graded([o.score for o in run.outcomes])
+        difference = paired_difference_ci(fp32_c, fp32_t, variant_c, variant_t)
         result.setdefault("base_precision_variants", {})[precision] = {
-            "evals_per_min": 60 * len(units) / seconds,
-            "speedup_over_peer": peer_seconds / seconds,
-            "seconds": {"total": seconds, "train": train_seconds},
-            "train_flops_fraction_of_peak": flops / train_seconds / peak,
-            "accuracy": float(variant_c.sum() / variant_t.sum()),
-            "difference_vs_fp32": dict(zip(("diff", "lo", "hi"), difference)),
-            "mean_final_train_loss": float(np.mean([o.train.final_loss for o in variant_outcomes])),
-            "mean_final_train_loss_fp32": float(np.mean([o.train.final_loss for o in outcomes])),
+            **figures(run),
+            "difference_vs_fp32_in_process": dict(zip(("diff", "lo", "hi"), difference)),
+            "mean_final_train_loss": float(np.mean([o.train.final_loss for o in run.outcomes])),
+            "mean_final_train_loss_fp32": float(np.mean([o.train.final_loss for o in in_process.outcomes])),
         }
     result = rounded(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
