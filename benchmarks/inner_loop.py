@@ -39,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def peak_memory_mb(device: str) -> float:
 
 
 def describe_machine(device: str) -> str:
-    threads = f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    """The device, the threads, and the versions of the libraries either side runs on."""
+    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "peft", "accelerate"))
+    threads = f"{torch.get_num_threads()} torch threads, {versions}"
     if device == "cuda":
         return f"{torch.cuda.get_device_name()}, {threads}"
     return f"{platform.machine()}, {threads}"
