@@ -181,6 +181,10 @@ def worker_process(bank: LoraBank, task: int) -> tuple[int, float]:
     return os.getpid(), peak_memory_mb("cpu")
 
 
+def train_seconds(outcomes: list[Outcome]) -> float:
+    return sum(o.seconds["train"] for o in outcomes)
+
+
 @dataclass
 class OursRun:
     """One run of ours: outcomes in job order, wall seconds, and per process: outcomes, seconds, peak MB."""
@@ -193,7 +197,7 @@ class OursRun:
     def train_flops_per_second(self, flops_per_token: float) -> float:
         """Summed over processes running side by side: each one's trained FLOPs over its training seconds."""
         return sum(
-            sum(o.train.tokens for o in outcomes) * flops_per_token / sum(o.seconds["train"] for o in outcomes)
+            sum(o.train.tokens for o in outcomes) * flops_per_token / train_seconds(outcomes)
             for outcomes, _, _ in self.processes
         )
 
@@ -276,8 +280,8 @@ def ours_figures(run: OursRun, peer_scores, peer_seconds: float, flops_per_token
                 {
                     "evaluations": len(outcomes),
                     "train_tokens": sum(o.train.tokens for o in outcomes),
-                    "train": sum(o.seconds["train"] for o in outcomes),
-                    "answer_and_grade": seconds - sum(o.seconds["train"] for o in outcomes),
+                    "train": train_seconds(outcomes),
+                    "answer_and_grade": seconds - train_seconds(outcomes),
                     "total": seconds,
                 }
                 for outcomes, seconds, _ in run.processes
