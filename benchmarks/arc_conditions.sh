@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 MODEL=${1:-smollm2-135m}
 OUT=${2:-benchmarks/results/arc_conditions}
 SEAL=${SEAL:-.venv/bin/seal}
+PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
 RESULT=benchmarks/results/arc_conditions.txt
-common=(--model "$MODEL" --max-grid 6 --max-train-tokens 6000 --k 4 --resume --quiet)
+common=(--model "$MODEL" --base-precision "$PRECISION" --max-grid 6 --max-train-tokens 6000 --k 4 --resume --quiet)
 
 "$SEAL" arc eval --condition icl --tasks arc1-eval "${common[@]}" --out "$OUT/icl" > /dev/null
 "$SEAL" arc train --rounds 1 --tasks seal-train --eval-tasks arc1-eval "${common[@]}" --out "$OUT/train" > /dev/null

@@ -12,8 +12,9 @@ MODEL=${1:-smollm2-135m}
 OUT=${2:-benchmarks/results/continual}
 WORKERS=${3:-2}
 SEAL=${SEAL:-.venv/bin/seal}
+PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
 RESULT=$OUT.txt
-common=(--model "$MODEL" --sequences 8 --steps 8 --executor ray --workers "$WORKERS" --resume --quiet)
+common=(--model "$MODEL" --base-precision "$PRECISION" --sequences 8 --steps 8 --executor ray --workers "$WORKERS" --resume --quiet)
 
 for strategy in merge replay; do
   "$SEAL" continual --strategy "$strategy" "${common[@]}" --out "$OUT/$strategy"

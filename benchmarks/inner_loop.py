@@ -14,14 +14,19 @@ passage + self-edit, answer the passage's questions closed-book, grade.
   share through one ``InnerLoop`` with up to ``--parallel`` slots, on the executor that
   ``seal knowledge eval --executor ray --workers W`` uses. The figures of the workers are then
   reported as ours, those of the single process under ``ours_in_process``. The peer stays one
-  process, as a user would run it.
+  process, as a user would run it. Ours runs in the production default precision
+  (``LoraConfig().base_precision``: ``bf16`` frozen projections where the hardware has native bf16
+  units, else ``fp32``); the peer in the model's own fp32, as ``Trainer`` and ``generate`` do
+  unless told otherwise.
 
     .venv/bin/python benchmarks/inner_loop.py [--quick] [--model smollm2-135m] [--out PATH]
-        [--parallel 16] [--workers 2] [--base-precisions bf16-backward bf16]
+        [--parallel 16] [--workers 2] [--base-precisions fp32 bf16-backward]
 
 ``--base-precisions`` also runs ours in process with each given ``LoraConfig.base_precision``
-(``bf16``: the frozen projections through a bf16 copy; ``bf16-backward``: only the training gradient
-through them) and reports its speed and its accuracy against ours in fp32. On a GPU the peak is
+(``fp32``; ``bf16``: the frozen projections through a bf16 copy; ``bf16-backward``: only the
+training gradient through them) and reports its speed and its accuracy against ours in process in
+the default precision. The training rate is given against the fp32 matmul peak, and also against
+the bf16 peak, both measured by the script. On a GPU the peak is
 measured there and ``peak_rss_mb`` holds the peak GPU memory allocated by PyTorch instead
 (``peak_memory`` says which).
 
@@ -70,12 +75,12 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak_flops(device: str, size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 matmul FLOP/s of this process on ``device`` (same threads and precision settings as
-    the runs: on a GPU, TF32 stays off as PyTorch's default leaves it)."""
+def matmul_peak_flops(device: str, dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
+    """Best ``dtype`` matmul FLOP/s of this process on ``device`` (same threads and precision settings
+    as the runs: on a GPU, TF32 stays off as PyTorch's default leaves it)."""
     if device == "cuda":
         size *= 4
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -309,8 +314,9 @@ def main() -> None:
         "--base-precisions",
         nargs="*",
         default=[],
-        choices=sorted(set(BASE_PRECISIONS) - {"fp32"}),
-        help="also run ours (in process) with these precisions of the frozen projections, for comparison",
+        choices=sorted(BASE_PRECISIONS),
+        help="also run ours (in process) with these precisions of the frozen projections, for comparison "
+        "with the default one",
     )
     parser.add_argument("--out", default="benchmarks/results/inner_loop.json")
     args = parser.parse_args()
@@ -320,16 +326,22 @@ def main() -> None:
     if args.workers < 1 or (args.workers > 1 and device != "cpu"):
         parser.error(f"--workers must be 1, or more on a CPU-only machine; got {args.workers} on {device}")
     hf_logging.set_verbosity_error()
-
     config = iter2_config(args.n_passages, args.k)
+    default_precision = config.lora.base_precision
+    if default_precision in args.base_precisions:
+        parser.error(f"--base-precisions: {default_precision} is the default here, which ours always runs")
+
     passages = select_passages(config)
     domain = KnowledgeDomain(OfflineGrader(), config.train, answer_tokens=config.answer_tokens)
     units = [
         (p, domain.to_update(p, text), unit_seed(0, p.id, i)) for p in passages for i, text in enumerate(p.self_edits)
     ]
     jobs = [Job(passage, update, seed) for passage, update, seed in units]
-    peak = matmul_peak_flops(device)
-    print(f"{len(units)} evaluations per side on {device}; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    peak, peak_bf16 = matmul_peak_flops(device), matmul_peak_flops(device, torch.bfloat16)
+    print(
+        f"{len(units)} evaluations per side on {device}; ours in {default_precision}; matmul peak "
+        f"{peak / 1e9:.0f} GFLOP/s in fp32, {peak_bf16 / 1e9:.0f} in bf16"
+    )
 
     loaded = load_model(args.model, device=device)
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=args.parallel)
@@ -380,6 +392,7 @@ def main() -> None:
         "evaluations": len(units),
         "parallel": args.parallel,
         "ours_is": f"{args.workers} one-core Ray workers" if on_workers else "one process",
+        "ours_base_precision": default_precision,
         "peer_evals_per_min": 60 * len(units) / peer_seconds,
         "ours_evals_per_min": ours["evals_per_min"],
         "speedup": ours["speedup"],
@@ -393,6 +406,8 @@ def main() -> None:
         "ours_train_gflops": ours["train_gflops"],
         "peer_train_gflops": tokens * flops_per_token / peer_train_seconds / 1e9,
         "train_flops_fraction_of_peak": ours["train_flops_fraction_of_peak"],
+        "matmul_peak_gflops_bf16": peak_bf16 / 1e9,
+        "train_flops_fraction_of_bf16_peak": ours["train_gflops"] * 1e9 / peak_bf16,
         "peer_train_flops_fraction_of_peak": tokens * flops_per_token / peer_train_seconds / peak,
         "ours_seconds": ours["seconds"],
         "peer_seconds": {"total": peer_seconds, "train": peer_train_seconds},
@@ -408,15 +423,17 @@ def main() -> None:
         result["largest_reward_difference_workers_vs_in_process"] = max(
             abs(a.reward - b.reward) for a, b in zip(on_workers.outcomes, in_process.outcomes)
         )
-    fp32_c, fp32_t = correct_and_graded([o.score for o in in_process.outcomes])
+    default_c, default_t = correct_and_graded([o.score for o in in_process.outcomes])
     for precision, run in variants.items():
         variant_c, variant_t = correct_and_graded([o.score for o in run.outcomes])
-        difference = paired_difference_ci(fp32_c, fp32_t, variant_c, variant_t)
+        difference = paired_difference_ci(default_c, default_t, variant_c, variant_t)
         result.setdefault("base_precision_variants", {})[precision] = {
             **figures(run),
-            "difference_vs_fp32_in_process": dict(zip(("diff", "lo", "hi"), difference)),
+            f"difference_vs_{default_precision}_in_process": dict(zip(("diff", "lo", "hi"), difference)),
             "mean_final_train_loss": float(np.mean([o.train.final_loss for o in run.outcomes])),
-            "mean_final_train_loss_fp32": float(np.mean([o.train.final_loss for o in in_process.outcomes])),
+            f"mean_final_train_loss_{default_precision}": float(
+                np.mean([o.train.final_loss for o in in_process.outcomes])
+            ),
         }
     result = rounded(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

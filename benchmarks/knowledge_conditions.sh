@@ -12,11 +12,12 @@ OUT=${2:-benchmarks/results/knowledge_conditions}
 shift $(( $# < 2 ? $# : 2 ))
 STEPS=${*:-10 25 50}
 SEAL=${SEAL:-.venv/bin/seal}
+PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
 SELF_EDITS=../shared/data/seal-reference/selfedits
 RESULT=benchmarks/results/knowledge_conditions.txt
 
 for n in $STEPS; do
-  common=(--model "$MODEL" --split eval --n-passages "$n" --resume --quiet)
+  common=(--model "$MODEL" --base-precision "$PRECISION" --split eval --n-passages "$n" --resume --quiet)
   "$SEAL" knowledge eval --condition base "${common[@]}" --out "$OUT/base"
   "$SEAL" knowledge eval --condition passage "${common[@]}" --out "$OUT/passage"
   "$SEAL" knowledge eval --condition external --self-edits "$SELF_EDITS/iter2_val.json" "${common[@]}" --out "$OUT/external-iter2"

@@ -23,6 +23,7 @@ from seal.engine.lora import (
     TrainingExample,
     TrainJob,
     TrainStats,
+    default_base_precision,
     length_grouped_batches,
     segment_matmul,
     tokenize_example,
@@ -270,7 +271,7 @@ def test_a_merged_and_saved_adapter_is_the_routed_model(tmp_path):
     bank.save_pretrained(tmp_path / "policy")
     reloaded = load_model(str(tmp_path / "policy"))
     assert not any("lora" in name for name in reloaded.model.state_dict())
-    plain = LoraBank(reloaded.model, reloaded.tokenizer, LoraConfig(rank=4, alpha=8))
+    plain = LoraBank(reloaded.model, reloaded.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="fp32"))
     torch.testing.assert_close(logits(plain), routed, rtol=1e-4, atol=1e-4)
 
 
@@ -308,6 +309,27 @@ def test_bf16_base_precision_trains_like_fp32_and_keeps_merges_exact(tmp_path):
     assert torch.equal(logits(fast), before)
     with pytest.raises(ValueError, match="base precision"):
         LoraConfig(base_precision="fp8")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "cuda_bf16", "avx512_bf16", "amx", "expected"),
+    [
+        (False, False, False, False, "fp32"),
+        (False, False, True, False, "bf16"),
+        (False, False, False, True, "bf16"),
+        (True, True, False, False, "bf16"),
+        (True, False, True, True, "fp32"),  # the GPU decides where there is one
+    ],
+)
+def test_default_base_precision_is_bf16_only_on_native_bf16_hardware(
+    monkeypatch, cuda, cuda_bf16, avx512_bf16, amx, expected
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: cuda_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert default_base_precision() == expected
+    assert LoraConfig().base_precision == expected
 
 
 def test_bf16_backward_keeps_the_forward_exact_and_trains_like_fp32():

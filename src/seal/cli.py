@@ -58,8 +58,9 @@ def _add_lora_options(parser: argparse.ArgumentParser) -> None:
         "--base-precision",
         default=defaults.base_precision,
         choices=sorted(BASE_PRECISIONS),
-        help="precision of the frozen projections' matmuls (bf16: faster on CPUs with bf16 units; "
-        "bf16-backward: only the training gradient through them in bf16; adapters stay fp32)",
+        help="precision of the frozen projections' matmuls (default here: %(default)s; bf16 where the "
+        "hardware has native bf16 units, else fp32; bf16-backward: only the training gradient through "
+        "them in bf16; adapters stay fp32)",
     )
 
 

@@ -25,9 +25,10 @@ ADDED_SETTINGS: dict[str, Any] = {"base_precision": "fp32"}
 _ABSENT = object()
 
 
-def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> list[str]:
-    """Dotted paths of the settings that differ, down to the innermost ones (``lora.rank``); a setting
-    missing from ``saved`` that is in :data:`ADDED_SETTINGS` counts at its old value."""
+def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """``(dotted path, saved value, new value)`` of each setting that differs, down to the innermost
+    ones (``lora.rank``); a setting missing from ``saved`` that is in :data:`ADDED_SETTINGS` counts at
+    its old value."""
     if isinstance(saved, dict) and isinstance(config, dict):
         return [
             changed
@@ -36,7 +37,14 @@ def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> li
                 saved.get(key, ADDED_SETTINGS.get(key, _ABSENT)), config.get(key, _ABSENT), (*path, key)
             )
         ]
-    return [] if saved == config else [".".join(path)]
+    return [] if saved == config else [(".".join(path), saved, config)]
+
+
+def _describe_change(path: str, saved: Any, config: Any) -> str:
+    def shown(value: Any) -> str:
+        return "unset" if value is _ABSENT else json.dumps(value)
+
+    return f"{path} {shown(saved)} -> {shown(config)}"
 
 
 class AppendOnlyLog:
@@ -110,8 +118,9 @@ class RunDirectory:
                     f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
                 )
             changed = _changed_settings(json.loads(config_path.read_text()), config)
-            if {path.split(".")[0] for path in changed} - extendable:
-                raise RunError(f"{config_path}: cannot resume with a different config (changed: {', '.join(changed)})")
+            if {path.split(".")[0] for path, _, _ in changed} - extendable:
+                described = ", ".join(_describe_change(*change) for change in changed)
+                raise RunError(f"{config_path}: cannot resume with a different config (changed: {described})")
             write_json_atomic(config_path, config)
             self.results.drop_incomplete_units()
             return

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -41,6 +41,15 @@ BASE_PRECISIONS = {
 """Each precision's (forward, input-gradient) dtype for the frozen projections; None: the model's own."""
 
 
+def default_base_precision() -> str:
+    """``bf16`` where matmuls have native bf16 units (a CUDA GPU from Ampere on; an x86 CPU with
+    AVX512-BF16 or AMX), else ``fp32``: elsewhere bf16 is emulated and no faster."""
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
 @dataclass(frozen=True)
 class LoraConfig:
     """Shape of the adapter. Defaults follow the SEAL paper's knowledge-incorporation runs."""
@@ -49,9 +58,10 @@ class LoraConfig:
     alpha: int = 64
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ALL_PROJECTIONS
-    base_precision: str = "fp32"
+    base_precision: str = field(default_factory=default_base_precision)
     """How the frozen projections multiply, wherever the bank's model runs (training, answering,
-    writing self-edits): ``fp32``; ``bf16`` through a bf16 copy of each loaded weight; or
+    writing self-edits): ``fp32``; ``bf16`` through a bf16 copy of each loaded weight (the default
+    where the hardware has native bf16 units, see :func:`default_base_precision`); or
     ``bf16-backward``, forward in fp32 (losses, answers and self-edits are fp32's) and only the
     training gradient through the projections in bf16. Adapters, merged adapters, their sum with the
     frozen output and everything outside the projections stay in the model's precision, so small
