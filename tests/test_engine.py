@@ -332,6 +332,13 @@ def test_default_base_precision_is_bf16_only_on_native_bf16_hardware(
     assert LoraConfig().base_precision == expected
 
 
+def test_a_torch_without_the_cpu_probes_defaults_to_fp32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert default_base_precision() == "fp32"
+
+
 def test_bf16_backward_keeps_the_forward_exact_and_trains_like_fp32():
     """Only the gradient through the frozen projections multiplies in bf16: outputs are fp32's bit
     for bit, the first loss too, training lands close to fp32, and merges reach the gradient copy."""

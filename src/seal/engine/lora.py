@@ -43,10 +43,12 @@ BASE_PRECISIONS = {
 
 def default_base_precision() -> str:
     """``bf16`` where matmuls have native bf16 units (a CUDA GPU from Ampere on; an x86 CPU with
-    AVX512-BF16 or AMX), else ``fp32``: elsewhere bf16 is emulated and no faster."""
+    AVX512-BF16 or AMX), else ``fp32``: elsewhere bf16 is emulated and no faster. The CPU check uses
+    torch's own (private) cpuinfo probes; a torch without them counts as no bf16 units."""
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
     return "bf16" if native else "fp32"
 
 
