@@ -31,6 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from seal.engine.generation import SamplingConfig, generate, render_prompt, tokenize_prompt
 from seal.engine.loss import frozen_head_cross_entropy
 from seal.engine.packing import packed_attention
+from seal.models.loading import default_device
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BASE_PRECISIONS = {
@@ -42,10 +43,10 @@ BASE_PRECISIONS = {
 
 
 def default_base_precision() -> str:
-    """``bf16`` where matmuls have native bf16 units (a CUDA GPU from Ampere on; an x86 CPU with
-    AVX512-BF16 or AMX), else ``fp32``: elsewhere bf16 is emulated and no faster. The CPU check uses
-    torch's own (private) cpuinfo probes; a torch without them counts as no bf16 units."""
-    if torch.cuda.is_available():
+    """``bf16`` where the default device's matmuls have native bf16 units (a CUDA GPU from Ampere on;
+    an x86 CPU with AVX512-BF16 or AMX), else ``fp32``: elsewhere bf16 is emulated and no faster. The
+    CPU check uses torch's own (private) cpuinfo probes; a torch without them counts as no bf16 units."""
+    if default_device() == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     native = any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
