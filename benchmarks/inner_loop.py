@@ -424,6 +424,7 @@ def main() -> None:
             abs(a.reward - b.reward) for a, b in zip(on_workers.outcomes, in_process.outcomes)
         )
     default_c, default_t = correct_and_graded([o.score for o in in_process.outcomes])
+    default_loss = float(np.mean([o.train.final_loss for o in in_process.outcomes]))
     for precision, run in variants.items():
         variant_c, variant_t = correct_and_graded([o.score for o in run.outcomes])
         difference = paired_difference_ci(default_c, default_t, variant_c, variant_t)
@@ -431,9 +432,7 @@ def main() -> None:
             **figures(run),
             f"difference_vs_{default_precision}_in_process": dict(zip(("diff", "lo", "hi"), difference)),
             "mean_final_train_loss": float(np.mean([o.train.final_loss for o in run.outcomes])),
-            f"mean_final_train_loss_{default_precision}": float(
-                np.mean([o.train.final_loss for o in in_process.outcomes])
-            ),
+            f"mean_final_train_loss_{default_precision}": default_loss,
         }
     result = rounded(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
