@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -63,8 +62,8 @@ from seal.engine.lora import BASE_PRECISIONS, LoraBank, LoraConfig, tokenize_exa
 from seal.executors import ExecutorSpec, make_executor
 from seal.grading import OfflineGrader
 from seal.loops.inner import InnerLoop, Job, Outcome
+from seal.machine import default_device, describe
 from seal.models import load_model
-from seal.models.loading import default_device
 from seal.seeding import unit_seed
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
 
@@ -99,13 +98,9 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def describe_machine(device: str) -> str:
-    """The device, the threads, and the versions of the libraries either side runs on."""
-    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "peft", "accelerate"))
-    threads = f"{torch.get_num_threads()} torch threads, {versions}"
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()}, {threads}"
-    return f"{platform.machine()}, {threads}"
+def describe_machine(device: str) -> dict[str, Any]:
+    """The machine as runs record it, and the versions of the libraries either side runs on."""
+    return {**describe(device), **{name: version(name) for name in ("transformers", "peft", "accelerate")}}
 
 
 def train_flops_per_token(bank: LoraBank) -> float:

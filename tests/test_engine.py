@@ -1,6 +1,7 @@
 import hashlib
 import random
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import pytest
 import torch
@@ -253,13 +254,19 @@ def test_packed_attention_matches_each_sequence_alone_and_restores_the_model(tin
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_rows_of_one_batch_go_through_their_own_adapters(bank):
+@pytest.mark.parametrize("base_precision, tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
+def test_rows_of_one_batch_go_through_their_own_adapters(base_precision, tolerance):
+    """In fp32 a row's logits do not depend on the other rows beyond summation order; in bf16 the
+    kernels may round differently by batch shape (AMX does), so a row agrees within bf16's own error."""
+    bank = new_bank(n_slots=3, base_precision=base_precision)
     bank.train([TrainJob(0, EXAMPLES, FAST, seed=0), TrainJob(2, OTHER, FAST, seed=1)])
+    close = partial(torch.testing.assert_close, rtol=tolerance, atol=tolerance)
     mixed = logits(bank, [2, None])
-    torch.testing.assert_close(mixed[0], logits(bank, [2, 2])[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mixed[1], logits(bank)[1], rtol=1e-5, atol=1e-5)
+    close(mixed[0], logits(bank, [2, 2])[0])
+    close(mixed[1], logits(bank)[1])
     reversed_order = logits(bank, [2, 0])
-    torch.testing.assert_close(reversed_order[1], logits(bank, [0, 0])[1], rtol=1e-5, atol=1e-5)
+    close(reversed_order[1], logits(bank, [0, 0])[1])
+    assert not torch.allclose(mixed[0], logits(bank)[0], rtol=tolerance, atol=tolerance)  # the adapter is used
 
 
 def test_a_merged_and_saved_adapter_is_the_routed_model(tmp_path):
@@ -397,8 +404,9 @@ def test_length_grouped_batches_cover_every_example_once():
 
 
 def test_batched_generation_matches_one_by_one():
-    # the embedded model, since tiny-random's greedy output is all special tokens (decoded as "")
-    smol = load_model("smollm2-135m")
+    # the embedded model, since tiny-random's greedy output is all special tokens (decoded as ""); on
+    # the CPU in fp32, where a row's greedy tokens do not depend on the batch (on a GPU they may)
+    smol = load_model("smollm2-135m", device="cpu")
     prompts = [render_prompt(smol.tokenizer, text) for text in ["Hi", "Tell me about the Varnholt Bridge please"]]
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=6)
     together = generate(smol.model, smol.tokenizer, prompts * 2, greedy, batch_size=4)  # shares the template
@@ -435,8 +443,10 @@ def test_a_shared_prefix_is_fed_once_per_group(tiny):
 
 
 def test_routed_generation_matches_each_adapter_alone():
-    smol = load_model("smollm2-135m")
-    bank = LoraBank(smol.model, smol.tokenizer, LoraConfig(rank=4, alpha=8), n_slots=2)
+    """Exact text on the CPU in fp32 only: in bf16, or on a GPU, kernels chosen by batch shape round
+    differently, and greedy decoding turns that into different tokens (see the logits test above)."""
+    smol = load_model("smollm2-135m", device="cpu")
+    bank = LoraBank(smol.model, smol.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="fp32"), n_slots=2)
     bank.train([TrainJob(0, EXAMPLES, TrainConfig(learning_rate=1e-2, epochs=2), seed=0)])
     prompts = [
         render_prompt(smol.tokenizer, f"Who completed the Varnholt Bridge?{s}") for s in ("", " Answer briefly.")

@@ -12,8 +12,10 @@ FAST = TrainConfig(learning_rate=5e-2, epochs=2)
 
 
 def loop(n_slots: int) -> InnerLoop:
+    """fp32, so that a row's answers do not depend on the rows beside it (bf16 kernels differ by batch shape)."""
     loaded = load_model("tiny-random")
-    return InnerLoop(LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8), n_slots), ToyDomain())
+    lora = LoraConfig(rank=4, alpha=8, base_precision="fp32")
+    return InnerLoop(LoraBank(loaded.model, loaded.tokenizer, lora, n_slots), ToyDomain())
 
 
 def update(text: str) -> Update:

@@ -146,7 +146,10 @@ def test_interrupted_then_resumed_equals_a_straight_run(tmp_path, squad_file, mo
 
 
 def test_scoring_updates_together_gives_the_same_records_as_one_at_a_time(tmp_path, squad_file):
-    cfg = config(squad_file, condition="self-edit", n_self_edits=2)
+    # in fp32, where a row's answers do not depend on the batch beside it (bf16 kernels differ by batch shape)
+    cfg = config(
+        squad_file, condition="self-edit", n_self_edits=2, lora=LoraConfig(rank=4, alpha=8, base_precision="fp32")
+    )
     one = run_eval(cfg, tmp_path / "one", progress=False, executor=local(1))
     together = run_eval(cfg, tmp_path / "together", progress=False, executor=local(3))
     assert one == together

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from seal import runs
 from seal.runs import RunDirectory, RunError
 
 
@@ -26,3 +27,15 @@ def test_resuming_with_other_settings_names_each_of_them(tmp_path):
         RunDirectory(tmp_path).start({"lora": {"rank": 8, "targets": ["q"]}, "seed": 1, "n_passages": 2}, resume=True)
     grown = {"lora": {"rank": 4}, "seed": 0, "n_passages": 5}
     RunDirectory(tmp_path).start(grown, resume=True, extendable=frozenset({"n_passages"}))
+
+
+def test_a_run_records_each_machine_it_computed_on(tmp_path, monkeypatch):
+    started_run(tmp_path, {"seed": 0})
+    (here,) = json.loads((tmp_path / "config.json").read_text())["machines"]
+    assert here["cpu"] and here["device"] in ("cpu", "cuda") and isinstance(here["native_bf16"], bool)
+    RunDirectory(tmp_path).start({"seed": 0}, resume=True)  # the same machine again: listed once
+    assert json.loads((tmp_path / "config.json").read_text())["machines"] == [here]
+    elsewhere = {**here, "cpu": "Intel(R) Xeon(R) Platinum 8480+", "native_bf16": True}
+    monkeypatch.setattr(runs, "describe", lambda: elsewhere)
+    RunDirectory(tmp_path).start({"seed": 0}, resume=True)  # allowed: the config, not the machine, must match
+    assert json.loads((tmp_path / "config.json").read_text())["machines"] == [here, elsewhere]

@@ -9,10 +9,15 @@ torn last line are dropped and only complete units count as done.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
+
+from seal.machine import describe
+
+log = logging.getLogger(__name__)
 
 
 class RunError(RuntimeError):
@@ -100,6 +105,7 @@ class RunDirectory:
     CONFIG = "config.json"
     RESULTS = "results.jsonl"
     SUMMARY = "summary.json"
+    MACHINES = "machines"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -108,25 +114,37 @@ class RunDirectory:
     def start(self, config: dict[str, Any], resume: bool, extendable: frozenset[str] = frozenset()) -> None:
         """Create the directory and write the config, or check it against the one on disk when resuming.
 
-        Keys in ``extendable`` may change on resume (e.g. the number of passages, to grow a run).
+        Keys in ``extendable`` may change on resume (e.g. the number of passages, to grow a run). The
+        config also lists, under ``machines``, each machine this process's runs of it computed on
+        (:func:`seal.machine.describe`): a resume on another one is allowed, and noted there.
         """
         config_path = self.path / self.CONFIG
         config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
+        machine = describe()
         if config_path.exists() and self.results.records():
             if not resume:
                 raise RunError(
                     f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
                 )
-            changed = _changed_settings(json.loads(config_path.read_text()), config)
+            saved = json.loads(config_path.read_text())
+            machines = saved.pop(self.MACHINES, [])
+            changed = _changed_settings(saved, config)
             if {path.split(".")[0] for path, _, _ in changed} - extendable:
                 described = ", ".join(_describe_change(*change) for change in changed)
                 raise RunError(f"{config_path}: cannot resume with a different config (changed: {described})")
-            write_json_atomic(config_path, config)
+            if machine not in machines:
+                if machines:
+                    log.warning(
+                        "%s was computed on another machine so far: its numbers may differ in the last digits",
+                        self.path,
+                    )
+                machines.append(machine)
+            write_json_atomic(config_path, {**config, self.MACHINES: machines})
             self.results.drop_incomplete_units()
             return
         # New, or started before with nothing computed (e.g. the model failed to load): (re)write the config.
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config_path, config)
+        write_json_atomic(config_path, {**config, self.MACHINES: [machine]})
 
     def records(self) -> list[dict[str, Any]]:
         return self.results.records()

@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from seal.engine.generation import SamplingConfig, generate, render_prompt, tokenize_prompt
 from seal.engine.loss import frozen_head_cross_entropy
 from seal.engine.packing import packed_attention
-from seal.models.loading import default_device
+from seal.machine import default_device, has_native_bf16
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BASE_PRECISIONS = {
@@ -43,14 +43,9 @@ BASE_PRECISIONS = {
 
 
 def default_base_precision() -> str:
-    """``bf16`` where the default device's matmuls have native bf16 units (a CUDA GPU from Ampere on;
-    an x86 CPU with AVX512-BF16 or AMX), else ``fp32``: elsewhere bf16 is emulated and no faster. The
-    CPU check uses torch's own (private) cpuinfo probes; a torch without them counts as no bf16 units."""
-    if default_device() == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return "bf16" if native else "fp32"
+    """``bf16`` where the default device has native bf16 units, else ``fp32``: elsewhere bf16 is
+    emulated, and slower than fp32."""
+    return "bf16" if has_native_bf16(default_device()) else "fp32"
 
 
 @dataclass(frozen=True)
@@ -515,7 +510,7 @@ class LoraBank:
         positions: list[int] = []
         targets: list[int] = []
         token_slots: list[int] = []
-        target_owner: list[int] = []
+        plan_targets = [0] * len(plans)
         lengths: list[int] = []
         for index, plan in enumerate(plans):
             for example in plan.batches[plan.step]:
@@ -528,7 +523,7 @@ class LoraBank:
                 row_targets = [sequence[t + 1] if t + 1 >= prompt_len else -100 for t in range(len(inputs))]
                 targets += row_targets
                 token_slots += [plan.job.slot] * len(inputs)
-                target_owner += [index] * sum(t != -100 for t in row_targets)
+                plan_targets[index] += sum(t != -100 for t in row_targets)
                 lengths.append(len(inputs))
                 plan.tokens += len(inputs)
             plan.step += 1
@@ -548,9 +543,10 @@ class LoraBank:
             softcap=getattr(self.model.config, "final_logit_softcapping", None),
             gradient_weight=self._head_gradient_weight,
         )
-        owner = torch.tensor(target_owner, device=device)
-        counts = torch.bincount(owner, minlength=len(plans)).clamp(min=1)
-        per_plan = torch.zeros(len(plans), device=device).index_add(0, owner, token_losses) / counts
+        # each plan's targets are consecutive: summed per plan in a fixed order (no atomic adds on a GPU)
+        per_plan = torch.stack(
+            [losses.sum() / max(n, 1) for losses, n in zip(token_losses.split(plan_targets), plan_targets)]
+        )
         per_plan.sum().backward()
         return per_plan.tolist()
 

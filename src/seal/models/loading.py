@@ -30,6 +30,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from seal.machine import default_device
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "smollm2-135m"
@@ -72,11 +74,6 @@ def resolve_model_dir(name: str) -> str:
     if name.startswith((".", "/", "~")):  # meant as a path, since hub ids look like "org/name"
         raise ModelLoadError(f"model directory {name!r} does not exist")
     return name
-
-
-def default_device() -> str:
-    """The first GPU when there is one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None = None) -> LoadedModel:
