@@ -19,8 +19,8 @@ from workload import iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import select_passages
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt
-from seal.engine.lora import LoraBank
 from seal.grading import OfflineGrader
 from seal.models import load_model
 

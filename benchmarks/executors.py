@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from seal.domains.knowledge.evaluate import EvalConfig, run_eval
-from seal.engine.lora import LoraBank
+from seal.engine.bank import LoraBank
 from seal.executors import ExecutorSpec, make_executor
 from seal.runs import RunDirectory
 

@@ -58,11 +58,13 @@ from workload import balanced_shares, iter2_config
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, select_passages
 from seal.domains.knowledge.prompts import QUESTION_PROMPT
-from seal.engine.lora import BASE_PRECISIONS, LoraBank, LoraConfig, tokenize_example
+from seal.engine.bank import LoraBank
+from seal.engine.lora import BASE_PRECISIONS, LoraConfig
+from seal.engine.training import tokenize_example
 from seal.executors import ExecutorSpec, make_executor
 from seal.grading import OfflineGrader
 from seal.loops.inner import InnerLoop, Job, Outcome
-from seal.machine import default_device, describe
+from seal.machine import default_device, describe, has_native_bf16
 from seal.models import load_model
 from seal.seeding import unit_seed
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
@@ -332,7 +334,9 @@ def main() -> None:
         (p, domain.to_update(p, text), unit_seed(0, p.id, i)) for p in passages for i, text in enumerate(p.self_edits)
     ]
     jobs = [Job(passage, update, seed) for passage, update, seed in units]
-    peak, peak_bf16 = matmul_peak_flops(device), matmul_peak_flops(device, torch.bfloat16)
+    # emulated bf16 (no native units) is so slow that one timed multiply is plenty
+    peak_bf16 = matmul_peak_flops(device, torch.bfloat16, repeats=10 if has_native_bf16(device) else 1)
+    peak = matmul_peak_flops(device)
     print(
         f"{len(units)} evaluations per side on {device}; ours in {default_precision}; matmul peak "
         f"{peak / 1e9:.0f} GFLOP/s in fp32, {peak_bf16 / 1e9:.0f} in bf16"

@@ -20,7 +20,9 @@ from workload import iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import select_passages
-from seal.engine.lora import BASE_PRECISIONS, LoraBank, TrainJob
+from seal.engine.bank import LoraBank
+from seal.engine.lora import BASE_PRECISIONS
+from seal.engine.training import TrainJob
 from seal.grading import OfflineGrader
 from seal.models import load_model
 

@@ -29,8 +29,8 @@ from seal.domain import Rejection
 from seal.domains.knowledge.data import default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig
+from seal.engine.bank import LoraBank
 from seal.engine.generation import sample
-from seal.engine.lora import LoraBank
 from seal.grading import OfflineGrader
 from seal.loops.inner import InnerLoop, Job
 from seal.models import load_model

@@ -135,7 +135,7 @@ def test_max_grid_filter_gives_a_cpu_sized_set():
 
 def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):
     from seal.domains.arc.evaluate import run_arc_train
-    from seal.engine.lora import TrainConfig
+    from seal.engine.training import TrainConfig
     from seal.loops.restem import RestEMConfig
     from seal.runs import AppendOnlyLog
 

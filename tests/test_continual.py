@@ -5,8 +5,10 @@ import pytest
 
 from seal.domains.knowledge.continual import compare, run_continual, sequence_measures
 from seal.domains.knowledge.evaluate import EvalConfig
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraBank, LoraConfig, TrainConfig
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig
 from seal.loops.continual import ContinualConfig, run_sequence
 from seal.loops.inner import InnerLoop
 from seal.models import load_model

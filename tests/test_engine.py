@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from seal.engine.bank import LoraBank
 from seal.engine.generation import (
     SamplingConfig,
     generate,
@@ -15,22 +16,18 @@ from seal.engine.generation import (
     shared_prefix_length,
     tokenize_prompt,
 )
-from seal.engine.lora import (
-    LoraBank,
-    LoraConfig,
-    MultiLoraLinear,
-    Routing,
+from seal.engine.lora import LoraConfig, MultiLoraLinear, default_base_precision
+from seal.engine.loss import frozen_head_cross_entropy
+from seal.engine.packing import PACKED_SDPA, packed_attention
+from seal.engine.routing import Routing, segment_matmul
+from seal.engine.training import (
     TrainConfig,
     TrainingExample,
     TrainJob,
     TrainStats,
-    default_base_precision,
     length_grouped_batches,
-    segment_matmul,
     tokenize_example,
 )
-from seal.engine.loss import frozen_head_cross_entropy
-from seal.engine.packing import PACKED_SDPA, packed_attention
 from seal.models import load_model
 
 EXAMPLES = [

@@ -3,7 +3,9 @@
 import pytest
 
 from seal.domain import Rejection, Update
-from seal.engine.lora import LoraBank, LoraConfig, TrainConfig, TrainingExample
+from seal.engine.bank import LoraBank
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig, TrainingExample
 from seal.loops.inner import InnerLoop, Job
 from seal.models import load_model
 from tests.test_restem import ToyDomain

@@ -12,7 +12,8 @@ from seal.domains.knowledge.data import load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain, self_edit_segments
 from seal.domains.knowledge.evaluate import EvalConfig, run_eval
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraConfig, TrainConfig
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig
 from seal.executors import ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader
 from seal.runs import RunDirectory, RunError
@@ -180,7 +181,7 @@ def test_a_failing_unit_is_recorded_and_the_run_goes_on(tmp_path, squad_file, mo
 
 
 def test_a_group_that_fails_in_training_is_retried_one_update_at_a_time(tmp_path, squad_file, monkeypatch):
-    from seal.engine.lora import LoraBank
+    from seal.engine.bank import LoraBank
 
     real_train = LoraBank.train
 

@@ -12,7 +12,8 @@ ray = pytest.importorskip("ray")
 
 from seal.domains.knowledge.evaluate import EvalConfig, run_eval  # noqa: E402
 from seal.engine.generation import SamplingConfig  # noqa: E402
-from seal.engine.lora import LoraConfig, TrainConfig  # noqa: E402
+from seal.engine.lora import LoraConfig  # noqa: E402
+from seal.engine.training import TrainConfig  # noqa: E402
 from seal.executors import ExecutorSpec, make_executor  # noqa: E402
 from seal.runs import RunDirectory  # noqa: E402
 
@@ -74,7 +75,8 @@ def test_a_killed_worker_is_replaced_and_its_task_retried_without_loss_or_duplic
 
 
 def test_new_weights_reach_the_same_workers_without_a_restart(tmp_path):
-    from seal.engine.lora import LoraBank, TrainingExample, TrainJob
+    from seal.engine.bank import LoraBank
+    from seal.engine.training import TrainingExample, TrainJob
     from seal.models import load_model
 
     loaded = load_model("tiny-random")

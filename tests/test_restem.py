@@ -14,7 +14,8 @@ import torch
 from seal.domain import Queries, Rejection, Score, Update
 from seal.domains.knowledge.report import PHASES, seconds_by_phase, self_edit_features, what_rewards_favour
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraConfig, TrainConfig, TrainingExample
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig, TrainingExample
 from seal.executors import ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem, select_self_edits
 from seal.models import load_model

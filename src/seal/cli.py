@@ -14,7 +14,8 @@ from seal.domains.knowledge.data import demo_data_path
 from seal.domains.knowledge.evaluate import CONDITIONS, GRADERS, EvalConfig, run_eval
 from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import BASE_PRECISIONS, LoraConfig, TrainConfig
+from seal.engine.lora import BASE_PRECISIONS, LoraConfig
+from seal.engine.training import TrainConfig
 from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
 from seal.loops.continual import STRATEGIES, ContinualConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from seal.engine.lora import TrainConfig, TrainingExample
+from seal.engine.training import TrainConfig, TrainingExample
 
 
 @dataclass(frozen=True)

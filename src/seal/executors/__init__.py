@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
-from seal.engine.lora import LoraBank, LoraConfig
+from seal.engine.bank import LoraBank
+from seal.engine.lora import LoraConfig
 
 T = TypeVar("T")
 R = TypeVar("R")

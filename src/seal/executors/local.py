@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from seal.engine.lora import LoraBank, LoraConfig
+from seal.engine.bank import LoraBank
+from seal.engine.lora import LoraConfig
 from seal.executors import ExecutorSpec
 
 T = TypeVar("T")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from seal.engine.lora import LoraBank, LoraConfig
+from seal.engine.bank import LoraBank
+from seal.engine.lora import LoraConfig
 from seal.executors import ExecutorSpec
 from seal.executors.local import BankHolder
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from seal.domain import Rejection
 from seal.engine.generation import SamplingConfig, sample
-from seal.engine.lora import TrainingExample, TrainJob
+from seal.engine.training import TrainingExample, TrainJob
 from seal.loops.inner import InnerLoop, Job
 from seal.seeding import unit_seed
 

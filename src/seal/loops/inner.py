@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from seal.domain import Domain, Rejection, Score, Update
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt
-from seal.engine.lora import LoraBank, TrainJob, TrainStats
+from seal.engine.training import TrainJob, TrainStats
 
 log = logging.getLogger(__name__)
 

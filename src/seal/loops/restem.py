@@ -26,8 +26,10 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from seal.domain import Domain
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, sample
-from seal.engine.lora import LoraBank, LoraConfig, TrainConfig, TrainingExample, TrainJob
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig, TrainingExample, TrainJob
 from seal.executors import Executor
 from seal.loops.inner import Outcome
 from seal.loops.scoring import Chunk, Unit, chunks, score_units, unit_key

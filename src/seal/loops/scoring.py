@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from seal.domain import Domain, Rejection, Update
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, sample
-from seal.engine.lora import LoraBank, LoraConfig
+from seal.engine.lora import LoraConfig
 from seal.executors import Executor
 from seal.loops.inner import InnerLoop, Job, Outcome
 from seal.runs import AppendOnlyLog, RunDirectory

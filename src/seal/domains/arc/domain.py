@@ -28,7 +28,7 @@ from seal.domains.arc.augment import (
 )
 from seal.domains.arc.grids import MAX_SIDE, Pair, Task, grid_to_text, text_to_grid
 from seal.domains.arc.selfedit import SELF_EDIT_PROMPT, TTTConfig, parse_ttt_config
-from seal.engine.lora import TrainConfig, TrainingExample
+from seal.engine.training import TrainConfig, TrainingExample
 from seal.seeding import unit_seed
 
 # The self-edit's "basic" family includes shifts, which are fine for training but not invertible.

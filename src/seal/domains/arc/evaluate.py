@@ -19,8 +19,9 @@ from seal.domains.arc.data import load_arc_tasks
 from seal.domains.arc.domain import ArcDomain, Budget
 from seal.domains.arc.grids import Task
 from seal.domains.arc.selfedit import TTTConfig
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraBank, LoraConfig
+from seal.engine.lora import LoraConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, run_restem
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates

@@ -27,8 +27,8 @@ from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, make_domain, select_passages
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraBank
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.continual import ContinualConfig, run_sequence
 from seal.loops.inner import InnerLoop

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from seal.domain import Queries, Rejection, Score, Update
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.prompts import QUESTION_PROMPT, SELF_EDIT_PROMPTS
-from seal.engine.lora import TrainConfig, TrainingExample
+from seal.engine.training import TrainConfig, TrainingExample
 from seal.grading import Grader, GradeRequest, Verdict
 
 

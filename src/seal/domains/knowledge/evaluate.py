@@ -20,8 +20,10 @@ import numpy as np
 from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
+from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import LoraBank, LoraConfig, TrainConfig
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.grading import Grader, JudgeGrader, OfflineGrader
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates

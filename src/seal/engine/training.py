@@ -1,0 +1,324 @@
+"""Training LoRA updates, many at once: the training data types and the joint training loop.
+
+Each :class:`TrainJob` trains its own adapter slot of a :class:`~seal.engine.bank.LoraBank` with its
+own examples, seed, learning rate, epochs, batch size and gradient accumulation, as it would alone:
+sequences never mix (positions restart per packed sequence, so attention stays within it; the loss
+is a sum of per-slot means), so the result differs from one-at-a-time training only by
+floating-point summation order. A long run can save its state at an interval and resume from it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from seal.engine.generation import render_prompt, tokenize_prompt
+from seal.engine.loss import frozen_head_cross_entropy
+from seal.engine.packing import packed_attention
+
+if TYPE_CHECKING:
+    from seal.engine.bank import LoraBank
+
+Adapter = dict[str, tuple[torch.Tensor, torch.Tensor]]
+"""One slot's factors by layer name: ``(A, B)`` with A ``(in, rank)`` and B ``(rank, out)``, unscaled."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How an update is trained: AdamW with linear decay, loss averaged over target tokens.
+
+    An optimizer step takes ``gradient_accumulation`` batches of ``batch_size`` sequences (each
+    epoch's last step may take fewer); its loss is the mean over all their target tokens."""
+
+    learning_rate: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    max_seq_len: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0 or self.learning_rate == float("inf"):
+            raise ValueError(f"learning rate must be a number > 0, got {self.learning_rate}")
+        for name in ("epochs", "batch_size", "gradient_accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.max_seq_len < 2:
+            raise ValueError(f"max sequence length must be >= 2, got {self.max_seq_len}")
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One training sequence. Loss falls on ``completion`` only; ``prompt`` (may be empty) is context.
+
+    With ``chat``, ``prompt`` is a user message: it is rendered with the tokenizer's chat template
+    and the completion ends with the end-of-turn token, so the model learns to answer and stop.
+    With ``loss_on_prompt`` every token carries the loss (ARC's "all tokens" strategy).
+    """
+
+    prompt: str
+    completion: str
+    chat: bool = False
+    loss_on_prompt: bool = False
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One update to train into adapter ``slot``: its own examples, hyper-parameters and seed. It starts
+    from ``initial`` (e.g. a saved policy adapter to train further), or from a fresh adapter drawn with
+    the seed."""
+
+    slot: int
+    examples: Sequence[TrainingExample]
+    config: TrainConfig
+    seed: int
+    initial: Adapter | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """``steps``: optimizer steps; ``tokens``: tokens fed through the model (every sequence but its last
+    token, which predicts nothing); ``seconds``: this job's share of the joint pass (its wall time
+    divided by the jobs in it)."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    final_loss: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where training saves its state (adapters, optimizer, progress) at most every ``every_seconds``,
+    and at its end; training given an existing checkpoint of the same jobs resumes from it, so the
+    result equals that of an uninterrupted run."""
+
+    path: Path
+    every_seconds: float = 300.0
+
+
+def tokenize_example(
+    tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len: int
+) -> tuple[list[int], int]:
+    """Token ids of prompt + completion and the prompt length, so the loss mask is set by position."""
+    if example.chat:
+        prompt_ids = tokenize_prompt(tokenizer, render_prompt(tokenizer, example.prompt))
+        completion_ids = tokenizer(example.completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    else:
+        prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
+        completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+    target_start = 0 if example.loss_on_prompt else min(len(prompt_ids), max_len)
+    return (prompt_ids + completion_ids)[:max_len], target_start
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches: shuffled, then grouped by length so a batch pads little, in shuffled batch order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])  # stable: equal lengths keep their shuffled order
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass
+class _Plan:
+    """A job's optimizer steps over all its epochs, each a list of batches of example indices, in the
+    order it would see them alone."""
+
+    job: TrainJob
+    tokenized: list[tuple[list[int], int]]
+    steps: list[list[list[int]]]
+    step: int = 0
+    tokens: int = 0
+    loss: float = float("nan")
+
+    def targets(self, batch: list[int]) -> int:
+        """Tokens carrying the loss in ``batch``: each sequence's tokens from its prompt's end on, but the first."""
+        return sum(len(ids) - max(start, 1) for ids, start in (self.tokenized[i] for i in batch))
+
+
+def plan(bank: LoraBank, job: TrainJob) -> _Plan:
+    """Tokenize ``job``'s examples (dropping those without a target token), cut its epochs into steps
+    with the job's seed, and set its slot to where it starts."""
+    if job.initial is None:
+        bank.reset(job.slot, job.seed)
+    else:
+        bank.set_adapter(job.slot, job.initial)
+    config = job.config
+    tokenized = [tokenize_example(bank.tokenizer, e, config.max_seq_len) for e in job.examples]
+    tokenized = [(ids, start) for ids, start in tokenized if len(ids) > max(start, 1)]  # has a target
+    shuffler = random.Random(job.seed)
+    lengths = [len(ids) for ids, _ in tokenized]
+    steps = []
+    for _ in range(config.epochs if tokenized else 0):
+        batches = length_grouped_batches(lengths, config.batch_size, shuffler)
+        accumulation = config.gradient_accumulation
+        steps += [batches[start : start + accumulation] for start in range(0, len(batches), accumulation)]
+    return _Plan(job, tokenized, steps)
+
+
+def train_jobs(
+    bank: LoraBank, jobs: Sequence[TrainJob], progress: str | None = None, checkpoint: Checkpoint | None = None
+) -> list[TrainStats]:
+    """Set each job's slot (fresh with its seed, or its ``initial`` adapter) and train all of them in
+    joint steps; ``progress`` names a bar; with a ``checkpoint`` the run saves and resumes its state.
+
+    Step t feeds step t of every job that still has one; job j's learning rate at its step t is
+    ``lr_j * (1 - t / steps_j)``. One AdamW over all slots equals one per slot: it is elementwise,
+    and a slot without a batch in a step has no gradient, so it is skipped.
+    """
+    if len({job.slot for job in jobs}) != len(jobs) or any(not 0 <= job.slot < bank.n_slots for job in jobs):
+        raise ValueError(f"jobs need distinct slots in [0, {bank.n_slots}), got {[job.slot for job in jobs]}")
+    plans = [plan(bank, job) for job in jobs]
+    started = time.perf_counter()
+    training = [p for p in plans if p.steps]
+    if training:
+        _train(bank, training, progress, checkpoint)
+    share = (time.perf_counter() - started) / max(len(jobs), 1)
+    return [TrainStats(len(p.steps), p.tokens, share if p.steps else 0.0, p.loss) for p in plans]
+
+
+def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint: Checkpoint | None) -> None:
+    groups = [{"params": bank.slot_parameters(p.job.slot), "lr": p.job.config.learning_rate} for p in plans]
+    for group in groups:
+        for parameter in group["params"]:
+            parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
+    total_steps = max(len(p.steps) for p in plans)
+    first = _restore(checkpoint, bank, plans, optimizer) if checkpoint else 0
+    saved_at = time.monotonic()
+    bar = tqdm(total=total_steps, initial=first, desc=progress, disable=progress is None, unit="step")
+    bank.model.train()
+    try:
+        for step in range(first, total_steps):
+            active = [(p, g) for p, g in zip(plans, optimizer.param_groups) if step < len(p.steps)]
+            for p, group in active:
+                group["lr"] = p.job.config.learning_rate * (1.0 - step / len(p.steps))
+            losses = _joint_step(bank, [p for p, _ in active])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for (p, _), loss in zip(active, losses):
+                p.loss = loss
+            done = step + 1
+            if checkpoint and (done == total_steps or time.monotonic() - saved_at >= checkpoint.every_seconds):
+                _save(checkpoint, bank, plans, optimizer, done)
+                saved_at = time.monotonic()
+            bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
+            bar.update()
+    finally:
+        bar.close()
+        bank.model.eval()
+        for group in groups:
+            for parameter in group["params"]:
+                parameter.requires_grad_(False)
+
+
+def _joint_step(bank: LoraBank, plans: list[_Plan]) -> list[float]:
+    """One optimizer step's forward/backward passes over the current step of every plan (its i-th
+    batches together in pass i); returns each plan's mean loss over the step's target tokens."""
+    batches = [p.steps[p.step] for p in plans]
+    targets = [sum(p.targets(batch) for batch in step) for p, step in zip(plans, batches)]
+    losses = [0.0] * len(plans)
+    for index in range(max(map(len, batches))):
+        present = [i for i, step in enumerate(batches) if index < len(step)]
+        sums = _loss_sums(bank, [(plans[i], batches[i][index]) for i in present])
+        means = torch.stack([total / targets[i] for total, i in zip(sums, present)])
+        means.sum().backward()
+        for i, mean in zip(present, means.tolist()):
+            losses[i] += mean
+    for p in plans:
+        p.step += 1
+    return losses
+
+
+def _loss_sums(bank: LoraBank, batches: list[tuple[_Plan, list[int]]]) -> list[torch.Tensor]:
+    """The summed target-token loss of each (plan, batch), from one forward pass.
+
+    The sequences are packed into one row (positions restart per sequence, and attention runs
+    within each: :mod:`seal.engine.packing`; no padding is computed), ordered by slot and routed
+    token by token.
+    """
+    model, device = bank.model, bank.model.device
+    ids: list[int] = []
+    positions: list[int] = []
+    targets: list[int] = []
+    token_slots: list[int] = []
+    lengths: list[int] = []
+    for p, batch in batches:
+        for example in batch:
+            sequence, prompt_len = p.tokenized[example]
+            # the last token predicts nothing and no earlier token attends to it: it is not fed
+            inputs = sequence[:-1]
+            ids += inputs
+            positions += range(len(inputs))
+            # position t predicts token t + 1, if that token carries the loss
+            targets += [sequence[t + 1] if t + 1 >= prompt_len else -100 for t in range(len(inputs))]
+            token_slots += [p.job.slot] * len(inputs)
+            lengths.append(len(inputs))
+            p.tokens += len(inputs)
+    with bank.routed(token_slots, per_token=True), packed_attention(model, lengths) as packing:
+        hidden = model.base_model(
+            input_ids=torch.tensor([ids], device=device),
+            position_ids=torch.tensor([positions], device=device),
+            use_cache=False,
+            **packing,
+        )[0][0]
+    target_ids = torch.tensor(targets, device=device)
+    mask = target_ids != -100
+    token_losses = frozen_head_cross_entropy(
+        hidden[mask],
+        model.get_output_embeddings(),
+        target_ids[mask],
+        softcap=getattr(model.config, "final_logit_softcapping", None),
+        gradient_weight=bank.head_gradient_weight,
+    )
+    # each batch's targets are consecutive: summed per batch in a fixed order (no atomic adds on a GPU)
+    counts = [p.targets(batch) for p, batch in batches]
+    return [losses.sum() for losses in token_losses.split(counts)]
+
+
+def _fingerprint(plans: list[_Plan]) -> list[list[object]]:
+    """What a checkpoint must have been made by: the same slots, steps and data."""
+    return [[p.job.slot, p.job.seed, len(p.steps), len(p.tokenized), p.job.config.learning_rate] for p in plans]
+
+
+def _save(checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer: torch.optim.Optimizer, done: int):
+    state = {
+        "jobs": _fingerprint(plans),
+        "step": done,
+        "plans": [(p.tokens, p.loss) for p in plans],
+        "adapters": [[t.detach().cpu() for t in bank.slot_parameters(p.job.slot)] for p in plans],
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),  # dropout
+    }
+    checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
+    staging = checkpoint.path.with_name(checkpoint.path.name + ".tmp")
+    torch.save(state, staging)
+    os.replace(staging, checkpoint.path)
+
+
+def _restore(checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer: torch.optim.Optimizer) -> int:
+    """Load a checkpoint's state into the bank, plans and optimizer; returns the steps it had done (0: none)."""
+    if not checkpoint.path.exists():
+        return 0
+    state = torch.load(checkpoint.path, weights_only=True)
+    if state["jobs"] != _fingerprint(plans):
+        raise ValueError(f"{checkpoint.path} was saved by other training jobs: remove it to start over")
+    with torch.no_grad():
+        for p, tensors in zip(plans, state["adapters"]):
+            for parameter, saved in zip(bank.slot_parameters(p.job.slot), tensors):
+                parameter.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    for p, (tokens, loss) in zip(plans, state["plans"]):
+        p.tokens, p.loss = tokens, loss
+        p.step = min(state["step"], len(p.steps))
+    return state["step"]
