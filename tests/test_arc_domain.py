@@ -137,6 +137,7 @@ def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):
     from seal.domains.arc.evaluate import run_arc_train
     from seal.engine.training import TrainConfig
     from seal.loops.restem import RestEMConfig
+    from seal.models.adapters import is_adapter_dir
     from seal.runs import AppendOnlyLog
 
     config = tiny_config("seal", tasks="6150a2bd")
@@ -148,5 +149,5 @@ def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):
     assert sorted(r["unit"] for r in rewards) == sorted(
         f"{t}/{i}" for t in ("44f52bb0", "5582e5ca") for i in ("baseline", 0, 1)
     )
-    assert (tmp_path / "round-1" / "policy" / "config.json").exists()
+    assert is_adapter_dir(tmp_path / "round-1" / "policy")
     assert RunDirectory(tmp_path / "round-1" / "eval").summary()["model"] == str(tmp_path / "round-1" / "policy")

@@ -487,3 +487,57 @@ def test_chat_models_use_their_template(tiny):
 def test_sampling_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         SamplingConfig(**bad)
+
+
+def test_gradient_accumulation_is_one_step_over_the_union_of_its_batches():
+    """Two batches of two accumulated: one optimizer step on the mean loss over all target tokens of
+    the four sequences, which is what one batch of four computes."""
+    examples = EXAMPLES + OTHER[1:]
+    accumulated, whole = new_bank(), new_bank()
+    (a,) = accumulated.train([TrainJob(0, examples, TrainConfig(epochs=1, batch_size=2, gradient_accumulation=2), 0)])
+    (b,) = whole.train([TrainJob(0, examples, TrainConfig(epochs=1, batch_size=4), 0)])
+    assert (a.steps, a.tokens) == (b.steps, b.tokens) == (1, b.tokens)
+    assert a.final_loss == pytest.approx(b.final_loss, rel=1e-5)
+    for x, y in zip(adapter_weights(accumulated, 0), adapter_weights(whole, 0)):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+    five = EXAMPLES + OTHER
+    (stats,) = new_bank().train([TrainJob(0, five, TrainConfig(epochs=2, batch_size=2, gradient_accumulation=2), 0)])
+    assert stats.steps == 4  # per epoch: 3 batches, so a step of two and a step of one
+
+
+def test_a_job_can_start_from_a_given_adapter(bank):
+    bank.train([TrainJob(0, EXAMPLES, FAST, seed=0)])
+    trained = bank.adapter(0)
+    bank.train([TrainJob(1, [], FAST, seed=1, initial=trained)])  # nothing to train: the slot is the adapter
+    assert all(torch.equal(x, y) for x, y in zip(adapter_weights(bank, 0), adapter_weights(bank, 1)))
+    with pytest.raises(ValueError, match="does not fit"):
+        bank.set_adapter(1, {"model.layers.0.mlp.up_proj": trained["model.layers.0.mlp.up_proj"]})
+
+
+def test_training_killed_after_a_checkpoint_resumes_to_the_same_adapter(tmp_path, monkeypatch):
+    from seal.engine import training
+
+    job = TrainJob(0, EXAMPLES + OTHER, TrainConfig(learning_rate=1e-2, epochs=3, batch_size=2), seed=5)
+    straight = new_bank()
+    (expected,) = straight.train([job])
+    checkpoint = training.Checkpoint(tmp_path / "state.pt", every_seconds=0)
+    steps, real_step = [], training._joint_step
+
+    def dies_at_the_fifth_step(bank, plans):
+        steps.append(1)
+        if len(steps) == 5:
+            raise KeyboardInterrupt
+        return real_step(bank, plans)
+
+    monkeypatch.setattr(training, "_joint_step", dies_at_the_fifth_step)
+    with pytest.raises(KeyboardInterrupt):
+        new_bank().train([job], checkpoint=checkpoint)
+    monkeypatch.setattr(training, "_joint_step", real_step)
+    resumed = new_bank()
+    (stats,) = resumed.train([job], checkpoint=checkpoint)
+    assert stats.steps == expected.steps == 9 and stats.tokens == expected.tokens
+    assert stats.final_loss == expected.final_loss
+    assert all(torch.equal(x, y) for x, y in zip(adapter_weights(resumed, 0), adapter_weights(straight, 0)))
+    other = TrainJob(0, EXAMPLES, job.config, seed=6)
+    with pytest.raises(ValueError, match="other training jobs"):
+        new_bank().train([other], checkpoint=checkpoint)

@@ -4,7 +4,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from seal.engine.training import TrainConfig, TrainingExample
 from seal.executors import ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem, select_self_edits
 from seal.models import load_model
+from seal.models.adapters import read_adapter
 from seal.runs import AppendOnlyLog
 from tests.conftest import SHARED_DATA
 
@@ -111,6 +112,26 @@ def test_a_round_samples_scores_selects_and_trains_the_policy(tmp_path):
     base, policy = weights(Path(load_model("tiny-random").model.name_or_path)), weights(policy_dir(tmp_path, 1))
     changed = [name for name in base if not torch.equal(base[name], policy[name])]
     assert changed and all("proj" in name for name in changed)  # LoRA merged into the projections only
+    config, adapter = read_adapter(policy_dir(tmp_path, 1))  # the policy is a PEFT adapter of the base model
+    assert config["base_model_name_or_path"] == "tiny-random" and len(adapter) == 2 * 7
+
+
+def test_each_round_trains_the_previous_rounds_policy_adapter_further(tmp_path, monkeypatch):
+    from seal.engine.bank import LoraBank
+
+    starts = []
+    real_train = LoraBank.train
+
+    def train(self, jobs, *args, **kwargs):
+        if jobs[0].config == CONFIG.sft:  # an SFT step, not an inner-loop update
+            starts.append(jobs[0].initial)
+        return real_train(self, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(LoraBank, "train", train)
+    run_toy(tmp_path, replace(CONFIG, rounds=2))
+    assert len(starts) == 2 and starts[0] is None  # round 1 starts from a fresh adapter
+    _, round_one = read_adapter(policy_dir(tmp_path, 1))
+    assert all(torch.equal(starts[1][name][0], a) for name, (a, _) in round_one.items())
 
 
 def test_same_seed_same_rewards_and_policy(tmp_path):

@@ -26,6 +26,7 @@ from seal.engine.generation import SamplingConfig, generate
 from seal.engine.lora import BASE_PRECISIONS, LoraConfig, MultiLoraLinear
 from seal.engine.routing import Routing, RoutingState, by_slot
 from seal.engine.training import Adapter, Checkpoint, TrainJob, TrainStats, train_jobs
+from seal.models.adapters import save_adapter
 
 
 class LoraBank:
@@ -160,6 +161,10 @@ class LoraBank:
             for layer, weight in zip(self.layers, self._unmerged):
                 layer.restore(weight)
         self._unmerged = None
+
+    def save_adapter(self, slot: int, directory: str | Path, base_model: str) -> None:
+        """Adapter ``slot`` as a PEFT LoRA adapter of ``base_model`` (bf16 factors; :mod:`seal.models.adapters`)."""
+        save_adapter(directory, self.adapter(slot), self.lora.rank, self.lora.alpha, base_model)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """The base model (with whatever was merged into it) as a plain transformers checkpoint."""

@@ -8,7 +8,9 @@ Each round r = 1..R, starting from the policy of round r-1 (round 0: the untouch
 3. keep, per item, the best ``top_m`` self-edits with a positive reward (and, with
    ``beat_baseline``, a reward above the domain's baseline update, e.g. the passage alone);
 4. supervised fine-tuning of the policy on (prompt -> kept self-edit), loss on the self-edit tokens
-   only, as a LoRA adapter merged into the weights and saved as ``round-r/policy``;
+   only: the policy is one LoRA adapter of the base model, round r training round r-1's further,
+   saved in PEFT's format as ``round-r/policy`` (loading that directory gives the base model with
+   the adapter merged in);
 5. evaluate the new policy with the domain's held-out evaluation, in ``round-r/eval``.
 
 The engine only sees the :class:`~seal.domain.Domain` interface and an evaluation callback.
@@ -16,7 +18,6 @@ The engine only sees the :class:`~seal.domain.Domain` interface and an evaluatio
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -34,6 +35,7 @@ from seal.executors import Executor
 from seal.loops.inner import Outcome
 from seal.loops.scoring import Chunk, Unit, chunks, score_units, unit_key
 from seal.models import load_model
+from seal.models.adapters import is_adapter_dir, read_adapter
 from seal.runs import AppendOnlyLog, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -85,7 +87,7 @@ def run_restem(
     summaries = [evaluate_policy(base_model, round_dir(out, 0) / "eval")]
     policy = base_model
     for r in range(1, config.rounds + 1):
-        if not (policy_dir(out, r) / "config.json").exists():
+        if not is_adapter_dir(policy_dir(out, r)):
             log = AppendOnlyLog(round_dir(out, r) / "rewards.jsonl")
             log.drop_incomplete_units()
             executor.use(policy, config.lora)
@@ -93,7 +95,8 @@ def run_restem(
             kept = select_self_edits(log.records(), config)
             write_json_atomic(round_dir(out, r) / "kept.json", {"n_items": len(items), "kept": kept})
             executor.release()
-            improve_policy(policy, kept, config, r, policy_dir(out, r), progress)
+            previous = policy_dir(out, r - 1) if r > 1 else None
+            improve_policy(base_model, previous, kept, config, r, policy_dir(out, r), progress)
         policy = str(policy_dir(out, r))
         summaries.append(evaluate_policy(policy, round_dir(out, r) / "eval"))
     return summaries
@@ -178,27 +181,26 @@ def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> li
 
 
 def improve_policy(
-    policy: str,
+    base_model: str,
+    previous: Path | None,
     kept: list[dict[str, Any]],
     config: RestEMConfig,
     round_index: int,
     target: Path,
     progress: bool,
 ) -> None:
-    """SFT on (prompt -> self-edit), merge the adapter into the weights, save a transformers checkpoint.
+    """SFT on (prompt -> self-edit): the ``previous`` policy adapter (None: a fresh one) trained further
+    on ``base_model`` and saved to ``target`` as a PEFT adapter, which appears whole or not at all.
 
-    The SFT statistics go to ``sft.json`` beside it. With nothing kept the policy is saved unchanged,
-    so the next round starts from the same model. The checkpoint appears atomically (staging + rename).
+    The SFT statistics go to ``sft.json`` beside it. With nothing kept the adapter is saved unchanged
+    (a fresh one is the base model itself), so the next round starts from the same policy.
     """
     examples = [TrainingExample(r["prompt"], r["self_edit"], chat=True) for r in kept]
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
     seed = unit_seed(config.seed, round_index, "sft")
     description = f"round {round_index}: SFT on {len(examples)} self-edits" if progress else None
-    loaded = load_model(policy)
+    loaded = load_model(base_model)
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora)
-    (stats,) = bank.train([TrainJob(0, examples, config.sft, seed)], progress=description)
-    bank.merge(0)
-    bank.save_pretrained(staging)
+    initial = read_adapter(previous)[1] if previous else None
+    (stats,) = bank.train([TrainJob(0, examples, config.sft, seed, initial=initial)], progress=description)
     write_json_atomic(target.parent / "sft.json", {"n_examples": len(examples), **asdict(stats)})
-    staging.rename(target)
+    bank.save_adapter(0, target, base_model)

@@ -7,6 +7,8 @@
   transformers checkpoint under ``$SEAL_CACHE/models/`` so later loads take well under a second.
 - ``tiny-random``: a two-layer, randomly initialised Llama with the same tokenizer, built with a
   fixed seed. Useless as a language model; fast enough that every command can be smoke-tested.
+- a directory holding a PEFT LoRA adapter (:mod:`seal.models.adapters`, e.g. a ReST-EM policy): its
+  base model, loaded by these rules, with the adapter merged into the weights;
 - anything else: a local checkpoint directory or a Hugging Face hub id, passed to transformers.
 """
 
@@ -31,6 +33,7 @@ from transformers import (
 )
 
 from seal.machine import default_device
+from seal.models.adapters import adapter_config, is_adapter_dir, merge_adapter
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,10 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
     """Load a model and tokenizer by seal name, local directory or hub id, in eval mode, on ``device``
     (default: :func:`default_device`)."""
     source = resolve_model_dir(name)
+    if is_adapter_dir(source):  # a LoRA adapter (e.g. a ReST-EM policy): its base model with the update merged in
+        base = load_model(adapter_config(source)["base_model_name_or_path"], dtype, device)
+        merge_adapter(base.model, source)
+        return LoadedModel(model=base.model, tokenizer=base.tokenizer, name=name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)

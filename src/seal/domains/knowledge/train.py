@@ -7,7 +7,7 @@ Layout of ``DIR``::
     round-0/eval/               the untouched model's own self-edits (condition self-edit)
     round-r/rewards.jsonl       every scored self-edit of round r, appended as it is scored
     round-r/kept.json           the self-edits chosen for SFT
-    round-r/policy/             the new policy, a plain transformers checkpoint
+    round-r/policy/             the new policy: a PEFT LoRA adapter of the base model
     round-r/eval/               its held-out evaluation
     examples.json               three self-edits of one eval passage by the first and the last policy
 """
