@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -64,7 +63,7 @@ from seal.engine.training import tokenize_example
 from seal.executors import ExecutorSpec, make_executor
 from seal.grading import OfflineGrader
 from seal.loops.inner import InnerLoop, Job, Outcome
-from seal.machine import default_device, describe, has_native_bf16
+from seal.machine import default_device, describe, has_native_bf16, peak_memory_mb
 from seal.models import load_model
 from seal.seeding import unit_seed
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
@@ -91,13 +90,6 @@ def matmul_peak_flops(device: str, dtype: torch.dtype = torch.float32, size: int
         synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
-
-
-def peak_memory_mb(device: str) -> float:
-    """Peak memory so far: GPU memory allocated by PyTorch on a GPU, else this process's resident set."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def describe_machine(device: str) -> dict[str, Any]:

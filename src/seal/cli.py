@@ -7,11 +7,19 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from seal.domains.knowledge.data import demo_data_path
-from seal.domains.knowledge.evaluate import CONDITIONS, GRADERS, EvalConfig, run_eval
+from seal.domains.knowledge.evaluate import (
+    CONDITIONS,
+    CPT_SELF_EDITS,
+    CPT_TRAIN,
+    GRADERS,
+    SETTINGS,
+    EvalConfig,
+    run_eval,
+)
 from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import BASE_PRECISIONS, LoraConfig
@@ -80,9 +88,16 @@ def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) ->
     add("--top-p", type=float, default=defaults.sampling.top_p)
     add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
     _add_lora_options(parser)
-    add("--lr", type=float, default=defaults.train.learning_rate)
-    add("--epochs", type=int, default=defaults.train.epochs)
-    add("--batch-size", type=int, default=defaults.train.batch_size)
+    cpt = " (--setting cpt: %s)"
+    add("--lr", type=float, help=f"default: {defaults.train.learning_rate}" + cpt % CPT_TRAIN.learning_rate)
+    add("--epochs", type=int, help=f"default: {defaults.train.epochs}" + cpt % CPT_TRAIN.epochs)
+    add("--batch-size", type=int, help=f"default: {defaults.train.batch_size}" + cpt % CPT_TRAIN.batch_size)
+    add(
+        "--gradient-accumulation",
+        type=int,
+        help=f"batches per optimizer step; default: {defaults.train.gradient_accumulation}"
+        + cpt % CPT_TRAIN.gradient_accumulation,
+    )
     add("--answer-tokens", type=int, default=defaults.answer_tokens, help="closed-book answer length limit")
     add("--grader", default=defaults.grader, choices=GRADERS)
     add("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from OPENAI_API_KEY)")
@@ -92,20 +107,34 @@ def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) ->
     add("--quiet", action="store_true", help="no progress bars")
 
 
+def _train_config(args: argparse.Namespace, setting: str) -> TrainConfig:
+    """The flags given, the setting's defaults for the rest."""
+    defaults = CPT_TRAIN if setting == "cpt" else TrainConfig()
+    given = dict(
+        learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+        gradient_accumulation=args.gradient_accumulation,
+    )  # fmt: skip
+    return replace(defaults, **{name: value for name, value in given.items() if value is not None})
+
+
 def _eval_config(args: argparse.Namespace, **overrides: object) -> EvalConfig:
+    setting = getattr(args, "setting", "single")
+    n_self_edits = getattr(args, "n_self_edits", None)
     fields = dict(
         condition=getattr(args, "condition", "self-edit"),
+        setting=setting,
         model=args.model,
+        policy=getattr(args, "policy", None),
         data=getattr(args, "data", None),
         split=getattr(args, "split", "all"),
         n_passages=getattr(args, "n_passages", None),
-        n_self_edits=getattr(args, "n_self_edits", 1),
+        n_self_edits=n_self_edits or (CPT_SELF_EDITS if setting == "cpt" else 1),
         self_edits_file=getattr(args, "self_edits", None),
         self_edit_prompt=args.self_edit_prompt,
         split_lines=args.split_lines,
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_tokens),
         lora=_lora_config(args),
-        train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size),
+        train=_train_config(args, setting),
         answer_tokens=args.answer_tokens,
         grader=args.grader,
         judge_url=args.judge_url,
@@ -296,11 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="score one condition of the paper's Table 2")
     evaluate.add_argument("--condition", required=True, choices=CONDITIONS)
+    evaluate.add_argument(
+        "--setting",
+        default="single",
+        choices=SETTINGS,
+        help="single: one update per passage (default); cpt: one update on every passage, all questions asked",
+    )
+    evaluate.add_argument("--policy", help="--setting cpt: the model that writes the self-edits (default: --model)")
     evaluate.add_argument("--out", required=True, help="run directory")
     evaluate.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
     evaluate.add_argument("--split", default="eval", choices=("eval", "train", "all"))
     evaluate.add_argument("--n-passages", type=int)
-    evaluate.add_argument("--n-self-edits", type=int, default=1, help="K self-edits scored per passage")
+    evaluate.add_argument(
+        "--n-self-edits", type=int, help=f"K self-edits per passage (default: 1; --setting cpt: {CPT_SELF_EDITS})"
+    )
     evaluate.add_argument("--self-edits", help="self-edit file for --condition external (SEAL's completions schema)")
     _add_eval_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)

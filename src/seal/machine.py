@@ -8,6 +8,7 @@ this beside its config.
 from __future__ import annotations
 
 import platform
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ def has_native_bf16(device: str) -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak memory so far: GPU memory allocated by PyTorch on a GPU, else this process's resident set."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cpu_model() -> str:

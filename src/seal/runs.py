@@ -26,7 +26,12 @@ class RunError(RuntimeError):
 
 # Settings added after runs were already being written, with the value every earlier run used.
 # A saved config without one of them was made with that value, so it resumes with that value.
-ADDED_SETTINGS: dict[str, Any] = {"base_precision": "fp32"}
+ADDED_SETTINGS: dict[str, Any] = {
+    "base_precision": "fp32",
+    "setting": "single",
+    "policy": None,
+    "gradient_accumulation": 1,
+}
 _ABSENT = object()
 
 

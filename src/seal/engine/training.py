@@ -178,22 +178,22 @@ def train_jobs(
     if len({job.slot for job in jobs}) != len(jobs) or any(not 0 <= job.slot < bank.n_slots for job in jobs):
         raise ValueError(f"jobs need distinct slots in [0, {bank.n_slots}), got {[job.slot for job in jobs]}")
     plans = [plan(bank, job) for job in jobs]
-    started = time.perf_counter()
     training = [p for p in plans if p.steps]
-    if training:
-        _train(bank, training, progress, checkpoint)
-    share = (time.perf_counter() - started) / max(len(jobs), 1)
+    seconds = _train(bank, training, progress, checkpoint) if training else 0.0
+    share = seconds / max(len(jobs), 1)
     return [TrainStats(len(p.steps), p.tokens, share if p.steps else 0.0, p.loss) for p in plans]
 
 
-def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint: Checkpoint | None) -> None:
+def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint: Checkpoint | None) -> float:
+    """Train the plans; returns the seconds it took (those before a checkpoint it resumed from included)."""
+    started = time.perf_counter()
     groups = [{"params": bank.slot_parameters(p.job.slot), "lr": p.job.config.learning_rate} for p in plans]
     for group in groups:
         for parameter in group["params"]:
             parameter.requires_grad_(True)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
     total_steps = max(len(p.steps) for p in plans)
-    first = _restore(checkpoint, bank, plans, optimizer) if checkpoint else 0
+    first, earlier = _restore(checkpoint, bank, plans, optimizer) if checkpoint else (0, 0.0)
     saved_at = time.monotonic()
     bar = tqdm(total=total_steps, initial=first, desc=progress, disable=progress is None, unit="step")
     bank.model.train()
@@ -209,7 +209,7 @@ def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint:
                 p.loss = loss
             done = step + 1
             if checkpoint and (done == total_steps or time.monotonic() - saved_at >= checkpoint.every_seconds):
-                _save(checkpoint, bank, plans, optimizer, done)
+                _save(checkpoint, bank, plans, optimizer, done, earlier + time.perf_counter() - started)
                 saved_at = time.monotonic()
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
             bar.update()
@@ -219,6 +219,7 @@ def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint:
         for group in groups:
             for parameter in group["params"]:
                 parameter.requires_grad_(False)
+    return earlier + time.perf_counter() - started
 
 
 def _joint_step(bank: LoraBank, plans: list[_Plan]) -> list[float]:
@@ -290,10 +291,18 @@ def _fingerprint(plans: list[_Plan]) -> list[list[object]]:
     return [[p.job.slot, p.job.seed, len(p.steps), len(p.tokenized), p.job.config.learning_rate] for p in plans]
 
 
-def _save(checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer: torch.optim.Optimizer, done: int):
+def _save(
+    checkpoint: Checkpoint,
+    bank: LoraBank,
+    plans: list[_Plan],
+    optimizer: torch.optim.Optimizer,
+    done: int,
+    seconds: float,
+) -> None:
     state = {
         "jobs": _fingerprint(plans),
         "step": done,
+        "seconds": seconds,
         "plans": [(p.tokens, p.loss) for p in plans],
         "adapters": [[t.detach().cpu() for t in bank.slot_parameters(p.job.slot)] for p in plans],
         "optimizer": optimizer.state_dict(),
@@ -305,10 +314,13 @@ def _save(checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer:
     os.replace(staging, checkpoint.path)
 
 
-def _restore(checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer: torch.optim.Optimizer) -> int:
-    """Load a checkpoint's state into the bank, plans and optimizer; returns the steps it had done (0: none)."""
+def _restore(
+    checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer: torch.optim.Optimizer
+) -> tuple[int, float]:
+    """Load a checkpoint's state into the bank, plans and optimizer; returns the steps it had done and
+    the seconds they took ((0, 0.0) without one)."""
     if not checkpoint.path.exists():
-        return 0
+        return 0, 0.0
     state = torch.load(checkpoint.path, weights_only=True)
     if state["jobs"] != _fingerprint(plans):
         raise ValueError(f"{checkpoint.path} was saved by other training jobs: remove it to start over")
@@ -321,4 +333,4 @@ def _restore(checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimiz
     for p, (tokens, loss) in zip(plans, state["plans"]):
         p.tokens, p.loss = tokens, loss
         p.step = min(state["step"], len(p.steps))
-    return state["step"]
+    return state["step"], state["seconds"]

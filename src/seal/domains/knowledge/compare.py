@@ -18,13 +18,19 @@ def _label(summary: dict[str, Any]) -> str:
 
 
 def summary_table(summaries: list[dict[str, Any]]) -> str:
-    rows = [("condition", "model", "passages", "questions", "accuracy", "95% CI", "best-of-K")]
+    rows = [("condition", "setting", "model", "passages", "questions", "accuracy", "95% CI", "best-of-K")]
     for s in summaries:
         lo, hi = s["ci95"]
-        best = f"{s['best_accuracy']:.1%} (K={s['n_self_edits']})" if s["n_self_edits"] > 1 else "-"
+        setting = s.get("setting", "single")  # runs made before the CPT setting existed
+        best = (
+            f"{s['best_accuracy']:.1%} (K={s['n_self_edits']})"
+            if s["n_self_edits"] > 1 and setting == "single"
+            else "-"
+        )
         rows.append(
             (
                 _label(s),
+                setting,
                 s["model"],
                 str(s["n_passages"]),
                 str(s["n_questions"]),

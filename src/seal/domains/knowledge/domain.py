@@ -50,11 +50,14 @@ class KnowledgeDomain:
         return Update(examples=(self._document(passage, passage.context),), train=self.train)
 
     def to_update(self, passage: Passage, self_edit: str) -> Update | Rejection:
-        segments = self_edit_segments(self_edit, self.split_lines)
-        if not segments:
+        documents = self.self_edit_documents(passage, self_edit)
+        if not documents:
             return Rejection("empty self-edit")
-        documents = [self._document(passage, segment) for segment in segments]
-        return Update(examples=self.baseline_update(passage).examples + tuple(documents), train=self.train)
+        return Update(examples=self.baseline_update(passage).examples + documents, train=self.train)
+
+    def self_edit_documents(self, passage: Passage, self_edit: str) -> tuple[TrainingExample, ...]:
+        """``title + segment`` for each segment of the self-edit (none for an empty one)."""
+        return tuple(self._document(passage, segment) for segment in self_edit_segments(self_edit, self.split_lines))
 
     def queries(self, passage: Passage) -> Queries:
         """The passage's questions, closed-book: the title names the topic, the passage is not shown."""

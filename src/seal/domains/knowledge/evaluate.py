@@ -1,10 +1,14 @@
-"""``seal knowledge eval``: the paper's single-passage conditions (Table 2), resumable.
+"""``seal knowledge eval``: the paper's Table 2 conditions, in both its settings, resumable.
 
 Conditions:
   base       no update
   passage    train on the passage only
-  self-edit  train on the passage + the model's own self-edit (K sampled per passage)
+  self-edit  train on the passage + the model's own self-edits (K sampled per passage)
   external   train on the passage + self-edits read from a file (e.g. GPT-4.1's), matched by context
+
+Settings: ``single`` (one update per passage and self-edit, scored on that passage's questions) and
+``cpt`` (continued pretraining: one update on every passage's documents, scored on all questions;
+:mod:`seal.domains.knowledge.cpt`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from seal.domains.knowledge.cpt import run_cpt, training_record
 from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 
 CONDITIONS = ("base", "passage", "self-edit", "external")
 GRADERS = ("offline", "judge")
+SETTINGS = ("single", "cpt")
+CPT_TRAIN = TrainConfig(learning_rate=1e-3, epochs=3, batch_size=4, gradient_accumulation=2)
+"""The official CPT run's update: lr 1e-3, 3 epochs, batch 4 with gradient accumulation 2 (and r32, alpha 64)."""
+CPT_SELF_EDITS = 5
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,9 @@ class EvalConfig:
     """Everything that determines a knowledge evaluation's numbers; written to ``config.json``."""
 
     condition: str = "self-edit"
+    setting: str = "single"
     model: str = EMBEDDED_MODEL
+    policy: str | None = None
     data: str | None = None
     split: str = "eval"
     n_passages: int | None = None
@@ -63,6 +74,13 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
             raise ValueError(f"--condition must be one of {', '.join(CONDITIONS)}, got {self.condition!r}")
+        if self.setting not in SETTINGS:
+            raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
+        if self.policy and (self.setting != "cpt" or self.condition != "self-edit"):
+            raise ValueError(
+                "--policy writes the self-edits of --setting cpt --condition self-edit; in the single setting "
+                "the policy is --model, which writes its own self-edits and is updated by them"
+            )
         if self.split not in SPLITS:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.condition == "external" and not self.self_edits_file:
@@ -140,6 +158,12 @@ def run_eval(
     passages = select_passages(config)
     domain = make_domain(config)  # a judge that cannot be reached stops the run before anything is written
     run = RunDirectory(out)
+    if config.setting == "cpt":  # one update on every passage: more passages would be another update
+        run.start(config_record(config), resume)
+        run_cpt(config, passages, domain, run, progress)
+        summary = {**summarise(run.records(), config), "train": training_record(out)}
+        run.write_summary(summary)
+        return summary
     run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
     score_candidates(
         run,
@@ -203,6 +227,7 @@ def summarise(records: list[dict[str, Any]], config: EvalConfig) -> dict[str, An
     n_rejected = len({r["unit"] for r in records if r.get("rejected")})
     return {
         "condition": config.condition,
+        "setting": config.setting,
         "model": config.model,
         "n_passages": len(passage_ids),
         "n_questions": sum({r["passage_id"]: r["unit_lines"] for r in records}.values()),
