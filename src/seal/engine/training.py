@@ -223,29 +223,12 @@ def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint:
 
 
 def _joint_step(bank: LoraBank, plans: list[_Plan]) -> list[float]:
-    """One optimizer step's forward/backward passes over the current step of every plan (its i-th
-    batches together in pass i); returns each plan's mean loss over the step's target tokens."""
-    batches = [p.steps[p.step] for p in plans]
-    targets = [sum(p.targets(batch) for batch in step) for p, step in zip(plans, batches)]
-    losses = [0.0] * len(plans)
-    for index in range(max(map(len, batches))):
-        present = [i for i, step in enumerate(batches) if index < len(step)]
-        sums = _loss_sums(bank, [(plans[i], batches[i][index]) for i in present])
-        means = torch.stack([total / targets[i] for total, i in zip(sums, present)])
-        means.sum().backward()
-        for i, mean in zip(present, means.tolist()):
-            losses[i] += mean
-    for p in plans:
-        p.step += 1
-    return losses
+    """One forward/backward over the current step of every plan; returns each plan's mean loss.
 
-
-def _loss_sums(bank: LoraBank, batches: list[tuple[_Plan, list[int]]]) -> list[torch.Tensor]:
-    """The summed target-token loss of each (plan, batch), from one forward pass.
-
-    The sequences are packed into one row (positions restart per sequence, and attention runs
-    within each: :mod:`seal.engine.packing`; no padding is computed), ordered by slot and routed
-    token by token.
+    The sequences of all of a step's batches are packed into one row (positions restart per
+    sequence, and attention runs within each: :mod:`seal.engine.packing`; no padding is computed),
+    ordered by slot and routed token by token. Accumulated batches thus share one pass: the
+    gradient of the mean over all their target tokens is what accumulating them computes.
     """
     model, device = bank.model, bank.model.device
     ids: list[int] = []
@@ -253,8 +236,9 @@ def _loss_sums(bank: LoraBank, batches: list[tuple[_Plan, list[int]]]) -> list[t
     targets: list[int] = []
     token_slots: list[int] = []
     lengths: list[int] = []
-    for p, batch in batches:
-        for example in batch:
+    examples = [[e for batch in p.steps[p.step] for e in batch] for p in plans]
+    for p, step in zip(plans, examples):
+        for example in step:
             sequence, prompt_len = p.tokenized[example]
             # the last token predicts nothing and no earlier token attends to it: it is not fed
             inputs = sequence[:-1]
@@ -281,9 +265,13 @@ def _loss_sums(bank: LoraBank, batches: list[tuple[_Plan, list[int]]]) -> list[t
         softcap=getattr(model.config, "final_logit_softcapping", None),
         gradient_weight=bank.head_gradient_weight,
     )
-    # each batch's targets are consecutive: summed per batch in a fixed order (no atomic adds on a GPU)
-    counts = [p.targets(batch) for p, batch in batches]
-    return [losses.sum() for losses in token_losses.split(counts)]
+    # each plan's targets are consecutive: summed per plan in a fixed order (no atomic adds on a GPU)
+    counts = [p.targets(step) for p, step in zip(plans, examples)]
+    means = torch.stack([losses.sum() / n for losses, n in zip(token_losses.split(counts), counts)])
+    means.sum().backward()
+    for p in plans:
+        p.step += 1
+    return means.tolist()
 
 
 def _fingerprint(plans: list[_Plan]) -> list[list[object]]:

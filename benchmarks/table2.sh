@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The paper's Table 2 on the embedded model, both settings, on all 200 evaluation passages.
+#
+#   benchmarks/table2.sh [OUT]
+#
+# Every step resumes what an earlier invocation finished, so the same command continues a killed
+# run (it takes days on a 2-core CPU). In order:
+#   1. CPT (one update on all 200 passages, 974 questions): base, passage, external iter2 and GPT-4.1;
+#   2. single passage: ReST-EM with baselines (base, passage, external iter2), round 0 and two rounds,
+#      each evaluated on the 200 passages;
+#   3. CPT with the model's own self-edits, and with the final ReST-EM policy's (SEAL);
+#   4. the tables: OUT/cpt.txt and OUT/restem/report.md.
+# fp32 throughout, so that the numbers compare across machines (bf16 kernels differ between CPUs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/table2}
+SEAL=${SEAL:-.venv/bin/seal}
+SELF_EDITS=../shared/data/seal-reference/selfedits
+common=(--model smollm2-135m --base-precision fp32 --resume --quiet)
+cpt=(--setting cpt --split eval --n-passages 200 "${common[@]}")
+
+"$SEAL" knowledge eval --condition base "${cpt[@]}" --out "$OUT/cpt/base"
+"$SEAL" knowledge eval --condition passage "${cpt[@]}" --out "$OUT/cpt/passage"
+for source in iter2 gpt4_1; do
+  "$SEAL" knowledge eval --condition external --self-edits "$SELF_EDITS/${source}_val.json" "${cpt[@]}" \
+    --out "$OUT/cpt/external-$source"
+done
+
+"$SEAL" knowledge train "${common[@]}" --executor ray --workers 2 --parallel 8 --out "$OUT/restem" \
+  --rounds 2 --n-passages 64 --k 5 --eval-repeats 2 --n-eval-passages 200 \
+  --external-self-edits "$SELF_EDITS/iter2_val.json"
+
+"$SEAL" knowledge eval --condition self-edit "${cpt[@]}" --out "$OUT/cpt/self-edit"
+"$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-2/policy" "${cpt[@]}" --out "$OUT/cpt/seal"
+
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%MZ)  benchmarks/table2.sh $OUT"
+  "$SEAL" knowledge compare "$OUT/cpt/base" "$OUT/cpt/passage" "$OUT/cpt/self-edit" "$OUT/cpt/external-iter2" \
+    "$OUT/cpt/external-gpt4_1" "$OUT/cpt/seal"
+  echo
+  "$SEAL" knowledge compare "$OUT/cpt/self-edit" "$OUT/cpt/seal" "$OUT/cpt/passage"
+} > "$OUT/cpt.txt"
+cat "$OUT/cpt.txt"
+"$SEAL" knowledge report "$OUT/restem"
