@@ -10,7 +10,7 @@ from seal.domains.arc.data import load_arc_tasks
 from seal.domains.arc.domain import ArcDomain, Budget, leave_out_tasks
 from seal.domains.arc.evaluate import ORACLE_GRID, ArcEvalConfig, run_arc_eval
 from seal.domains.arc.grids import Pair, Task, grid_to_text
-from seal.domains.arc.selfedit import TTTConfig, parse_ttt_config
+from seal.domains.arc.selfedit import MAX_SELF_EDIT_CHARS, TTTConfig, parse_ttt_config
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.runs import RunDirectory
@@ -78,6 +78,16 @@ def test_ttt_update_is_deterministic_budgeted_and_masks_as_asked():
     assert not plain.notes
 
 
+def test_a_valid_configuration_beyond_the_budget_trains_fewer_epochs_instead_of_being_rejected():
+    domain = ArcDomain(SMALL)
+    update = domain.ttt_update(flip_task(), TTTConfig((), "output", 1e-3, 10))
+    smallest = min(len(e.prompt) + len(e.completion) for e in update.examples)
+    assert update.train.epochs == SMALL.max_train_tokens // smallest < 10
+    assert f"budget: {update.train.epochs} of 10 epochs" in update.notes
+    tokens_per_epoch = sum(len(e.prompt) + len(e.completion) for e in update.examples)
+    assert tokens_per_epoch * update.train.epochs <= SMALL.max_train_tokens
+
+
 def test_voting_maps_answers_back():
     task = flip_task()
     truth = task.test[0].output
@@ -91,10 +101,11 @@ def test_voting_maps_answers_back():
     assert score.reward == 0.0 and score.details[0]["answer"] is None
 
 
-def tiny_config(condition, tasks="6150a2bd,44f52bb0"):
+def tiny_config(condition, tasks="6150a2bd,44f52bb0", constrain=True):
     return ArcEvalConfig(
-        condition=condition, model="tiny-random", tasks=tasks, k=2,
-        sampling=SamplingConfig(temperature=1.0, max_new_tokens=16), lora=LoraConfig(4, 8), budget=SMALL,
+        condition=condition, model="tiny-random", tasks=tasks, k=2, constrain=constrain,
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=MAX_SELF_EDIT_CHARS if constrain else 16),
+        lora=LoraConfig(4, 8), budget=SMALL,
     )  # fmt: skip
 
 
@@ -109,9 +120,16 @@ def test_conditions_write_complete_runs(tmp_path, condition):
     if condition == "oracle":
         assert all(r["train_tokens"] > 0 for r in records) and summary["mean_train_tokens"] > 0
         assert any(r["notes"] for r in records)  # the budget cap is recorded
-    if condition == "ttt-self-edit":  # tiny-random writes no valid config: each rejection keeps its reason
-        assert summary["n_rejected"] == 4 and summary["rejections"]
-        assert all(r["rejected"] and r["correct"] is False and r["reward"] == 0.0 for r in records)
+    if condition == "ttt-self-edit":  # sampled under the schema: even tiny-random's configurations are valid
+        assert summary["n_rejected"] == 0 and all(r["train_tokens"] > 0 for r in records)
+        assert all(isinstance(parse_ttt_config(r["self_edit"]), TTTConfig) for r in records)
+
+
+def test_free_text_configurations_are_rejected_with_their_reasons(tmp_path):
+    summary = run_arc_eval(tiny_config("ttt-self-edit", constrain=False), tmp_path, progress=False)
+    records = RunDirectory(tmp_path).records()
+    assert summary["n_rejected"] == 4 and summary["rejections"]  # tiny-random writes no valid configuration
+    assert all(r["rejected"] and r["correct"] is False and r["reward"] == 0.0 for r in records)
 
 
 def test_cli_invalid_tasks_file_is_one_line(tmp_path, capsys):

@@ -36,6 +36,7 @@ class ToyDomain:
     """
 
     name = "toy"
+    self_edit_schema = None
 
     def item_id(self, item: str) -> str:
         return item

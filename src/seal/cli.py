@@ -257,6 +257,12 @@ def _add_arc_options(parser: argparse.ArgumentParser) -> None:
     _add_lora_options(parser)
     add("--max-examples", type=int, default=budget.max_examples, help="TTT examples per self-edit, at most")
     add("--max-example-tokens", type=int, default=budget.max_example_chars, help="context budget per example")
+    add(
+        "--no-constrain",
+        dest="constrain",
+        action="store_false",
+        help="sample configurations as free text (default: under their JSON schema, valid by construction)",
+    )
     add("--max-train-tokens", type=int, default=budget.max_train_tokens, help="TTT tokens per self-edit (x epochs)")
     add("--seed", type=int, default=defaults.seed)
     _add_executor_options(parser)
@@ -276,6 +282,7 @@ def _arc_config(args: argparse.Namespace, **overrides: object):
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_tokens),
         lora=_lora_config(args),
         budget=Budget(args.max_examples, args.max_example_tokens, args.max_train_tokens),
+        constrain=args.constrain,
         seed=args.seed,
     )
     fields.update(overrides)

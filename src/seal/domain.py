@@ -51,6 +51,8 @@ ItemT = TypeVar("ItemT", contravariant=True)
 
 class Domain(Protocol[ItemT]):
     name: str
+    self_edit_schema: dict[str, Any] | None
+    """A JSON schema self-edits are sampled under, valid by construction (None: free text)."""
 
     def item_id(self, item: ItemT) -> str: ...
 

@@ -31,6 +31,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "setting": "single",
     "policy": None,
     "gradient_accumulation": 1,
+    "constrain": False,
 }
 _ABSENT = object()
 

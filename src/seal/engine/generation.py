@@ -6,10 +6,12 @@ from __future__ import annotations
 import inspect
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+from seal.engine.constraints import SchemaMask
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,12 @@ def sample(
     n: int,
     sampling: SamplingConfig,
     seed: int,
+    schema: dict[str, Any] | None = None,
 ) -> list[str]:
-    """``n`` completions of one user message, from one seeded call (so a rerun gives the same texts)."""
-    return generate(model, tokenizer, [render_prompt(tokenizer, message)] * n, sampling, batch_size=n, seed=seed)
+    """``n`` completions of one user message, from one seeded call (so a rerun gives the same texts);
+    with a JSON ``schema``, each one valid under it (:mod:`seal.engine.constraints`)."""
+    prompts = [render_prompt(tokenizer, message)] * n
+    return generate(model, tokenizer, prompts, sampling, batch_size=n, seed=seed, schema=schema)
 
 
 def shared_prefix_length(rows: Sequence[Sequence[int]], groups: Sequence[Hashable]) -> int:
@@ -114,6 +119,7 @@ def generate(
     seed: int | None = None,
     route: Callable[[list[int]], AbstractContextManager] | None = None,
     groups: Sequence[Hashable] | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> list[str]:
     """Complete each rendered prompt; returns only the new text, special tokens removed.
 
@@ -126,7 +132,8 @@ def generate(
     Prompts with equal ``groups`` values go through the same weights (without a ``route``, all
     do), so the prompt prefix the rows of a group share in a batch (a chat template's system
     prompt, a passage sampled n times) is computed once per group and its keys and values are
-    copied to the rows.
+    copied to the rows. With a JSON ``schema``, each completion is kept valid under it token by token
+    (:class:`~seal.engine.constraints.SchemaMask`); it must then end within ``max_new_tokens``.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -158,6 +165,9 @@ def generate(
                 top_p=sampling.top_p if sampling.temperature > 0 else None,
                 top_k=None,
                 pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList(
+                    [SchemaMask(tokenizer, schema, len(rows), input_ids.shape[1])] if schema else []
+                ),
                 **cached,
             )
         width = input_ids.shape[1]

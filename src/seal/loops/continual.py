@@ -68,7 +68,8 @@ def run_sequence(
     for step, item in enumerate(items, 1):
         started = time.perf_counter()
         seed = unit_seed(config.seed, sequence, step)
-        text = sample(writer or bank.model, bank.tokenizer, domain.prompt(item), 1, sampling, seed)[0]
+        schema = domain.self_edit_schema
+        text = sample(writer or bank.model, bank.tokenizer, domain.prompt(item), 1, sampling, seed, schema)[0]
         sampled = time.perf_counter()
         update = domain.to_update(item, text)
         record: dict[str, Any] = {"sequence": sequence, "step": step, "item_ids": ids, "self_edit": text}

@@ -141,7 +141,9 @@ def _reward_units(bank: LoraBank, chunk: Chunk, domain: Domain, config: RestEMCo
         prompt = domain.prompt(item)
         started = time.perf_counter()
         seed = unit_seed(config.seed, round_index, item_id, "sample")
-        self_edits = sample(bank.model, bank.tokenizer, prompt, config.k, config.sampling, seed)
+        self_edits = sample(
+            bank.model, bank.tokenizer, prompt, config.k, config.sampling, seed, domain.self_edit_schema
+        )
         sample_seconds = round((time.perf_counter() - started) / config.k, 3)
         for k in (tag for tag in pending if isinstance(tag, int)):
             fields = {"item_id": item_id, "baseline": False, "index": k, "prompt": prompt, "self_edit": self_edits[k]}

@@ -87,7 +87,7 @@ def sampled_candidates(
 ) -> list[Candidate]:
     """K self-edits sampled from the bank's base model (one seeded call per item), with their updates."""
     item_seed = unit_seed(seed, domain.item_id(item), "sample")
-    texts = sample(bank.model, bank.tokenizer, domain.prompt(item), k, sampling, item_seed)
+    texts = sample(bank.model, bank.tokenizer, domain.prompt(item), k, sampling, item_seed, domain.self_edit_schema)
     return [(text, domain.to_update(item, text)) for text in texts]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -78,6 +78,8 @@ class Budget:
 @dataclass
 class ArcDomain:
     budget: Budget = Budget()
+    self_edit_schema: dict[str, Any] | None = None
+    """:data:`~seal.domains.arc.selfedit.SELF_EDIT_SCHEMA` to sample configurations valid by construction."""
     batch_size: int = 1
 
     name = "arc"
@@ -111,23 +113,22 @@ class ArcDomain:
         fitting = [e for e in candidates.values() if len(e.prompt) + len(e.completion) <= self.budget.max_example_chars]
         if not fitting:
             return Rejection("no training example fits the context budget")
-        order = rng.permutation(len(fitting))
-        per_epoch_tokens = max(1, self.budget.max_train_tokens // config.epochs)
-        chosen, tokens = [], 0
-        for index in order[: self.budget.max_examples]:
-            size = len(fitting[index].prompt) + len(fitting[index].completion)
-            if tokens + size > per_epoch_tokens:
-                break
-            chosen.append(fitting[index])
-            tokens += size
+        order = rng.permutation(len(fitting))[: self.budget.max_examples]
+        sizes = {i: len(fitting[i].prompt) + len(fitting[i].completion) for i in order}
         notes = []
+        # more epochs than the budget allows for even one example: as many as it allows (at least one)
+        epochs = max(1, min(config.epochs, self.budget.max_train_tokens // min(sizes.values())))
+        if epochs < config.epochs:
+            notes.append(f"budget: {epochs} of {config.epochs} epochs")
+        per_epoch_tokens = max(1, self.budget.max_train_tokens // epochs)
+        chosen, tokens = [], 0
+        for index in order:  # in random order, every example that still fits the epoch's budget
+            if tokens + sizes[index] <= per_epoch_tokens:
+                chosen.append(fitting[index])
+                tokens += sizes[index]
         if len(chosen) < len(fitting):
             notes.append(f"budget: trained on {len(chosen)} of {len(fitting)} examples")
-        if not chosen:
-            return Rejection(f"budget: one epoch of the smallest example exceeds {self.budget.max_train_tokens} tokens")
-        train = TrainConfig(
-            config.learning_rate, config.epochs, self.batch_size, max_seq_len=self.budget.max_example_chars
-        )
+        train = TrainConfig(config.learning_rate, epochs, self.batch_size, max_seq_len=self.budget.max_example_chars)
         return Update(tuple(chosen), train, tuple(notes))
 
     def queries(self, task: Task) -> Queries:

@@ -18,7 +18,7 @@ import numpy as np
 from seal.domains.arc.data import load_arc_tasks
 from seal.domains.arc.domain import ArcDomain, Budget
 from seal.domains.arc.grids import Task
-from seal.domains.arc.selfedit import TTTConfig
+from seal.domains.arc.selfedit import MAX_SELF_EDIT_CHARS, SELF_EDIT_SCHEMA, TTTConfig
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
@@ -46,9 +46,10 @@ class ArcEvalConfig:
     tasks_file: str | None = None
     max_grid: int | None = None
     k: int = 4
-    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=96)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=MAX_SELF_EDIT_CHARS)
     lora: LoraConfig = LoraConfig()
     budget: Budget = Budget()
+    constrain: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,6 +57,11 @@ class ArcEvalConfig:
             raise ValueError(f"--condition must be one of {', '.join(ARC_CONDITIONS)}, got {self.condition!r}")
         if self.k < 1:
             raise ValueError(f"--k must be >= 1, got {self.k}")
+        if self.constrain and self.sampling.max_new_tokens < MAX_SELF_EDIT_CHARS:
+            raise ValueError(
+                f"--max-tokens must be at least {MAX_SELF_EDIT_CHARS} for constrained self-edits (the longest "
+                f"configuration), got {self.sampling.max_new_tokens}; or pass --no-constrain"
+            )
 
     @property
     def configs_per_task(self) -> int:
@@ -77,7 +83,7 @@ def run_arc_eval(
     tasks = select_tasks(config)
     run = RunDirectory(out)
     run.start({"task": "arc-eval", **asdict(config)}, resume)
-    domain = ArcDomain(config.budget)
+    domain = ArcDomain(config.budget, SELF_EDIT_SCHEMA if config.constrain else None)
     score_candidates(
         run,
         executor or make_executor(ExecutorSpec()),

@@ -5,7 +5,10 @@ The policy answers with one JSON object, for example::
     {"augmentations": ["basic", "size"], "loss": "output", "learning_rate": 0.0001, "epochs": 3}
 
 Anything else (no JSON, unknown keys, wrong types, values out of range) is a rejection with the
-reason recorded; it earns reward 0.
+reason recorded; it earns reward 0. Sampled under :data:`SELF_EDIT_SCHEMA` (the default), every
+self-edit is a valid configuration by construction: the schema allows the same keys and values,
+with the learning rate one of :data:`LEARNING_RATE_CHOICES` so that a configuration has a bounded
+length (at most :data:`MAX_SELF_EDIT_CHARS` characters, hence tokens).
 """
 
 from __future__ import annotations
@@ -21,8 +24,27 @@ AUGMENTATION_CHOICES = ("basic", "size", "chain", "repeat")
 LOSS_CHOICES = ("all", "output")
 LEARNING_RATE_RANGE = (1e-6, 1e-2)
 EPOCH_RANGE = (1, 10)
+LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 _KEYS = {"augmentations", "loss", "learning_rate", "epochs"}
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+SELF_EDIT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "augmentations": {"type": "array", "items": {"enum": list(AUGMENTATION_CHOICES)}, "maxItems": 4},
+        "loss": {"enum": list(LOSS_CHOICES)},
+        "learning_rate": {"enum": list(LEARNING_RATE_CHOICES)},
+        "epochs": {"type": "integer", "minimum": EPOCH_RANGE[0], "maximum": EPOCH_RANGE[1]},
+    },
+    "required": ["augmentations", "loss", "learning_rate", "epochs"],
+    "additionalProperties": False,
+}
+"""The JSON schema of a configuration, for sampling self-edits valid by construction."""
+
+MAX_SELF_EDIT_CHARS = len(
+    '{"augmentations":["repeat","repeat","repeat","repeat"],"loss":"output","learning_rate":0.000003,"epochs":10}'
+)
+"""The longest compact document :data:`SELF_EDIT_SCHEMA` allows: constrained sampling needs this many new tokens."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class KnowledgeDomain:
     answer_tokens: int = 48
 
     name = "knowledge"
+    self_edit_schema = None  # free text
 
     def __post_init__(self) -> None:
         if self.self_edit_prompt not in SELF_EDIT_PROMPTS:
