@@ -13,7 +13,9 @@ OUT=${2:-benchmarks/results/arc_conditions}
 SEAL=${SEAL:-.venv/bin/seal}
 PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
 RESULT=benchmarks/results/arc_conditions.txt
-common=(--model "$MODEL" --base-precision "$PRECISION" --max-grid 6 --max-train-tokens 6000 --k 4 --resume --quiet)
+# the committed runs predate constrained configurations: free text, at most 96 tokens
+common=(--model "$MODEL" --base-precision "$PRECISION" --max-grid 6 --max-train-tokens 6000 --k 4 --no-constrain
+        --max-tokens 96 --resume --quiet)
 
 "$SEAL" arc eval --condition icl --tasks arc1-eval "${common[@]}" --out "$OUT/icl" > /dev/null
 "$SEAL" arc train --rounds 1 --tasks seal-train --eval-tasks arc1-eval "${common[@]}" --out "$OUT/train" > /dev/null

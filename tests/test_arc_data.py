@@ -14,6 +14,7 @@ from seal.domains.arc.augment import (
     fits,
     permute_colours,
     random_colour_permutation,
+    random_roll,
 )
 from seal.domains.arc.data import SEAL_EVAL, SEAL_TRAIN, load_arc_tasks
 from seal.domains.arc.grids import GridError, Pair, Task, as_grid, grid_to_text, text_to_grid
@@ -88,8 +89,8 @@ def test_task_max_side_counts_inputs_and_known_outputs():
 
 
 def test_family_names_and_sizes():
-    assert list(FAMILIES) == ["basic", "size", "chain", "repeat", "translate"]
-    assert [len(family) for family in FAMILIES.values()] == [7, 3, 7, 3, 2]
+    assert list(FAMILIES) == ["basic", "size", "chain", "repeat", "reflect"]
+    assert [len(family) for family in FAMILIES.values()] == [7, 3, 7, 3, 4]
     names = [transform.name for transform in ALL_TRANSFORMS]
     assert len(set(names)) == len(names)
     assert "identity" not in names
@@ -109,8 +110,17 @@ def test_inverse_undoes_transform(transform: Transform):
             assert np.array_equal(transform.inverse(output), grid)
 
 
-def test_only_translations_are_not_invertible():
-    assert [t.name for t in ALL_TRANSFORMS if t.inverse is None] == ["shift_right1", "shift_down1"]
+def test_every_transform_and_random_roll_is_invertible():
+    assert all(t.inverse is not None for t in ALL_TRANSFORMS)
+    rng = np.random.default_rng(1)
+    rolls = [random_roll(rng) for _ in range(30)]
+    assert len({roll.name for roll in rolls}) > 8  # drawn: 0-3 cells down and right
+    grid = random_grid(rng)
+    for roll in rolls:
+        assert np.array_equal(roll.inverse(roll(grid)), grid)
+        assert sorted(roll(grid).ravel()) == sorted(grid.ravel())  # cyclic: nothing is lost
+    roll = next(r for r in rolls if r.name == "roll_1_2")
+    assert roll(np.arange(12).reshape(3, 4)).tolist() == [[10, 11, 8, 9], [2, 3, 0, 1], [6, 7, 4, 5]]
 
 
 def test_basic_transforms_on_a_known_grid():
@@ -138,9 +148,13 @@ def test_size_repeat_and_translate_shapes():
         "tile_1x2": (2, 6),
         "tile_2x2": (4, 6),
     }
-    shift_right, shift_down = FAMILIES["translate"]
-    assert shift_right(grid).tolist() == [[0, 1, 2], [0, 4, 5]]
-    assert shift_down(grid).tolist() == [[0, 0, 0], [1, 2, 3]]
+    reflected = {t.name: t(grid).tolist() for t in FAMILIES["reflect"]}
+    assert reflected == {
+        "reflect_down": [[1, 2, 3], [4, 5, 6], [4, 5, 6], [1, 2, 3]],
+        "reflect_up": [[4, 5, 6], [1, 2, 3], [1, 2, 3], [4, 5, 6]],
+        "reflect_right": [[1, 2, 3, 3, 2, 1], [4, 5, 6, 6, 5, 4]],
+        "reflect_left": [[3, 2, 1, 1, 2, 3], [6, 5, 4, 4, 5, 6]],
+    }
 
 
 def test_fits_checks_the_30_cell_limit():

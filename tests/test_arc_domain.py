@@ -101,6 +101,21 @@ def test_voting_maps_answers_back():
     assert score.reward == 0.0 and score.details[0]["answer"] is None
 
 
+def test_the_second_most_voted_answer_is_the_second_attempt():
+    task = flip_task()
+    truth = task.test[0].output
+    wrong, other = (truth + 1) % 10, (truth + 2) % 10
+    n = len(INVERTIBLE_FOR_VOTING)
+    in_frame = [lambda grid, t=t: f"{grid_to_text(t(grid))}" for t in INVERTIBLE_FOR_VOTING]
+    mostly_wrong = [frame(wrong if i < n - 2 else truth) for i, frame in enumerate(in_frame)]
+    (detail,) = ArcDomain().grade(task, mostly_wrong).details
+    assert detail["answer"] == grid_to_text(wrong) and detail["attempts"] == [grid_to_text(wrong), grid_to_text(truth)]
+    assert detail["correct"]  # right at the second attempt
+    once_each = [frame(g) for frame, g in zip(in_frame, [wrong, other, truth] + [wrong] * (n - 3))]
+    # truth ties with other for second place; a tie goes to the answer seen first (the identity frame first)
+    assert not ArcDomain().grade(task, once_each).details[0]["correct"]
+
+
 def tiny_config(condition, tasks="6150a2bd,44f52bb0", constrain=True):
     return ArcEvalConfig(
         condition=condition, model="tiny-random", tasks=tasks, k=2, constrain=constrain,

@@ -10,7 +10,12 @@ Families (``FAMILIES``), every transform applied to whole grids:
 - ``size``: upscale each cell to a 2x2 block, or stretch x2 horizontally or vertically.
 - ``chain``: each basic transform followed by ``upscale2``.
 - ``repeat``: tile the grid 2x1 (two copies stacked), 1x2 (side by side) or 2x2.
-- ``translate``: shift the content one cell right or down, filling with colour 0 (not invertible).
+- ``reflect``: the grid beside its mirror image, mirror below or above, right or left.
+
+Test-time training also uses random rolls (:func:`random_roll`): the grid shifted cyclically by up
+to three cells along each axis, drawn anew for each training example (the official code's
+``RandomTranslateXY``). A self-edit's ``basic`` choice trains on the basic and reflect families
+and a roll, as the official ``basic`` augmenters do.
 
 Size-changing transforms can push a grid past 30 cells on a side; families never skip on their
 own, so callers check each grid with ``fits`` before using a transform.
@@ -130,16 +135,31 @@ def _tile(rows: int, cols: int) -> Transform:
     )
 
 
-def _shift_right(grid: np.ndarray) -> np.ndarray:
-    shifted = np.zeros_like(grid)
-    shifted[:, 1:] = grid[:, :-1]
-    return shifted
+def _reflect(axis: int, mirror_first: bool) -> Transform:
+    """The grid and its mirror image along ``axis`` (0: below each other, 1: side by side), the mirror
+    first with ``mirror_first``; the inverse keeps the original half."""
+    direction = ("down", "right")[axis] if not mirror_first else ("up", "left")[axis]
+
+    def forward(grid: np.ndarray) -> np.ndarray:
+        mirrored = np.flip(grid, axis)
+        return np.concatenate([mirrored, grid] if mirror_first else [grid, mirrored], axis=axis)
+
+    def inverse(grid: np.ndarray) -> np.ndarray:
+        half = grid.shape[axis] // 2
+        kept = slice(half, None) if mirror_first else slice(None, half)
+        return (grid[kept] if axis == 0 else grid[:, kept]).copy()
+
+    return Transform(f"reflect_{direction}", forward, inverse)
 
 
-def _shift_down(grid: np.ndarray) -> np.ndarray:
-    shifted = np.zeros_like(grid)
-    shifted[1:, :] = grid[:-1, :]
-    return shifted
+def random_roll(rng: np.random.Generator) -> Transform:
+    """A cyclic shift by 0-3 cells down and 0-3 right (modulo each grid's size), drawn from ``rng``."""
+    down, right = (int(n) for n in rng.integers(0, 4, size=2))
+
+    def shifted(grid: np.ndarray, sign: int) -> np.ndarray:
+        return np.roll(grid, (sign * (down % grid.shape[0]), sign * (right % grid.shape[1])), axis=(0, 1))
+
+    return Transform(f"roll_{down}_{right}", lambda grid: shifted(grid, 1), lambda grid: shifted(grid, -1))
 
 
 SIZE: list[Transform] = [
@@ -149,17 +169,14 @@ SIZE: list[Transform] = [
 ]
 CHAIN: list[Transform] = [compose(basic, SIZE[0]) for basic in BASIC]
 REPEAT: list[Transform] = [_tile(2, 1), _tile(1, 2), _tile(2, 2)]
-TRANSLATE: list[Transform] = [
-    Transform("shift_right1", _shift_right, None),
-    Transform("shift_down1", _shift_down, None),
-]
+REFLECT: list[Transform] = [_reflect(axis, mirror_first) for axis in (0, 1) for mirror_first in (False, True)]
 
 FAMILIES: dict[str, list[Transform]] = {
     "basic": BASIC,
     "size": SIZE,
     "chain": CHAIN,
     "repeat": REPEAT,
-    "translate": TRANSLATE,
+    "reflect": REFLECT,
 }
 
 INVERTIBLE_FOR_VOTING: list[Transform] = [IDENTITY, *BASIC]

@@ -25,14 +25,18 @@ from seal.domains.arc.augment import (
     apply_to_task_pair,
     permute_colours,
     random_colour_permutation,
+    random_roll,
 )
 from seal.domains.arc.grids import MAX_SIDE, Pair, Task, grid_to_text, text_to_grid
 from seal.domains.arc.selfedit import SELF_EDIT_PROMPT, TTTConfig, parse_ttt_config
 from seal.engine.training import TrainConfig, TrainingExample
 from seal.seeding import unit_seed
 
-# The self-edit's "basic" family includes shifts, which are fine for training but not invertible.
-_TRAINING_FAMILIES = {**FAMILIES, "basic": FAMILIES["basic"] + FAMILIES["translate"]}
+ATTEMPTS = 2
+"""Answers per test input that count: ARC (and the paper) score a task solved if one of two is right."""
+
+# A self-edit's "basic" trains on the basic and reflect families and a random roll, as the official code's does.
+_TRAINING_FAMILIES = {**FAMILIES, "basic": FAMILIES["basic"] + FAMILIES["reflect"]}
 
 
 def format_pairs(pairs: Sequence[Pair]) -> str:
@@ -106,7 +110,8 @@ class ArcDomain:
         transforms = [t for family in config.augmentations for t in _TRAINING_FAMILIES[family]]
         candidates: dict[str, TrainingExample] = {}
         for context, query in leave_out_tasks(task.train):
-            for transform in [None, *transforms]:
+            rolled = [random_roll(rng)] if "basic" in config.augmentations else []
+            for transform in [None, *transforms, *rolled]:
                 example = _augmented_example(context, query, transform, config.loss, rng)
                 if example is not None:
                     candidates.setdefault(example.prompt + example.completion, example)
@@ -142,24 +147,34 @@ class ArcDomain:
         return Queries(messages, max_new_tokens=min(2 * side * (2 * side + 1), MAX_SIDE * (MAX_SIDE + 1)) + 8)
 
     def grade(self, task: Task, answers: list[str]) -> Score:
-        """Per test input: map the answers back, take the majority; reward = share solved exactly."""
+        """Per test input: map the answers back and rank them by votes; a test input counts as solved
+        when one of the :data:`ATTEMPTS` most voted answers is exactly right, as the paper counts
+        (ARC's two attempts). Reward = share of test inputs solved."""
         n = len(INVERTIBLE_FOR_VOTING)
         details = [self._vote(task, i, answers[i * n : (i + 1) * n]) for i in range(len(task.test))]
         solved = [d["correct"] for d in details if d["correct"] is not None]
         return Score(reward=sum(solved) / len(solved) if solved else 0.0, details=details)
 
     def rejected_score(self, task: Task, reason: str) -> Score:
-        details = [{"test_index": i, "answer": None, "votes": 0, "correct": False} for i in range(len(task.test))]
+        nothing = {"answer": None, "attempts": [], "votes": 0, "correct": False}
+        details = [{"test_index": i, **nothing} for i in range(len(task.test))]
         return Score(reward=0.0, details=details)
 
     @staticmethod
     def _vote(task: Task, index: int, texts: list[str]) -> dict:
         answers = [_mapped_back(text, t) for text, t in zip(texts, INVERTIBLE_FOR_VOTING)]
         votes = Counter(grid_to_text(a) for a in answers if a is not None)
-        winner = votes.most_common(1)[0][0] if votes else None
+        attempts = [answer for answer, _ in votes.most_common(ATTEMPTS)]
+        winner = attempts[0] if attempts else None
         output = task.test[index].output
-        correct = None if output is None else winner is not None and winner == grid_to_text(output)
-        return {"test_index": index, "answer": winner, "votes": votes[winner] if winner else 0, "correct": correct}
+        correct = None if output is None else grid_to_text(output) in attempts
+        return {
+            "test_index": index,
+            "answer": winner,
+            "attempts": attempts,
+            "votes": votes[winner] if winner else 0,
+            "correct": correct,
+        }
 
 
 def _mapped_back(text: str, transform: Transform) -> np.ndarray | None:
