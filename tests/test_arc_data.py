@@ -221,6 +221,14 @@ def test_unknown_id(spec, message):
         load_arc_tasks(spec)
 
 
+def test_a_spec_is_the_union_of_its_sets_and_ids_in_order():
+    tasks = load_arc_tasks("seal-train,44f52bb0,arc1-train", max_grid=5)
+    ids = [task.id for task in tasks]
+    assert len(ids) == len(set(ids)) and ids[0] == "44f52bb0"  # the first seal-train task; repeats dropped
+    small_seal = [t.id for t in load_arc_tasks("seal-train", max_grid=5)]
+    assert ids[: len(small_seal)] == small_seal and len(ids) > len(small_seal)
+
+
 def test_empty_spec():
     with pytest.raises(ValueError, match="empty task spec"):
         load_arc_tasks(" , ")

@@ -166,6 +166,16 @@ def test_max_grid_filter_gives_a_cpu_sized_set():
     assert [t.id for t in tasks] == ["66e6c45b", "68b67ca3", "af24b4cc", "b1fc8b8e", "c7d4e6ad"]
 
 
+def test_training_on_an_evaluation_task_is_refused(tmp_path):
+    from seal.domains.arc.evaluate import run_arc_train
+    from seal.loops.restem import RestEMConfig
+
+    with pytest.raises(ValueError, match="share 1 task"):
+        run_arc_train(
+            tiny_config("seal", tasks="6150a2bd"), RestEMConfig(), "44f52bb0,6150a2bd", tmp_path, False, False
+        )
+
+
 def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):
     from seal.domains.arc.evaluate import run_arc_train
     from seal.engine.training import TrainConfig

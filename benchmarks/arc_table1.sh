@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The paper's Table 1 conditions on the embedded model, with configurations sampled under their schema.
+#
+#   benchmarks/arc_table1.sh [OUT]
+#
+# Evaluation sets: A, the 13 arc1-eval tasks with every grid at most 6x6; B, the 5 seal-eval tasks at
+# most 10x10. ReST-EM: 2 rounds, K = 8 configurations per task, on every training-set task at most
+# 6x6 (seal-train and arc1-train: 46 tasks, none an evaluation task), evaluated on A each round with
+# K = 8 (round 0 is ttt-self-edit, later rounds seal). On B: icl, ttt-self-edit, seal (the final policy)
+# and oracle. Each TTT at most 6,000 training tokens. Every step resumes, so rerun it to continue.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/arc_table1}
+SEAL=${SEAL:-.venv/bin/seal}
+common=(--model smollm2-135m --base-precision fp32 --max-train-tokens 6000 --k 8 --resume --quiet)
+small=(--tasks arc1-eval --max-grid 6)
+seal_eval=(--tasks seal-eval --max-grid 10)
+
+"$SEAL" arc eval --condition icl "${small[@]}" "${common[@]}" --out "$OUT/a/icl" > /dev/null
+"$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" --out "$OUT/a/oracle" > /dev/null
+"$SEAL" arc train "${common[@]}" --rounds 2 --tasks seal-train,arc1-train --max-grid 6 --eval-tasks arc1-eval \
+  --executor ray --workers 2 --parallel 4 --out "$OUT/a/train" > /dev/null
+
+policy="$OUT/a/train/round-2/policy"
+"$SEAL" arc eval --condition icl "${seal_eval[@]}" "${common[@]}" --out "$OUT/b/icl" > /dev/null
+"$SEAL" arc eval --condition ttt-self-edit "${seal_eval[@]}" "${common[@]}" --out "$OUT/b/ttt-self-edit" > /dev/null
+"$SEAL" arc eval --condition seal --policy "$policy" "${seal_eval[@]}" "${common[@]}" --out "$OUT/b/seal" > /dev/null
+"$SEAL" arc eval --condition oracle "${seal_eval[@]}" "${common[@]}" --out "$OUT/b/oracle" > /dev/null
+
+.venv/bin/python benchmarks/arc_table.py "$OUT" > "$OUT.txt"
+cat "$OUT.txt"
