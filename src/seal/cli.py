@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NoReturn
 
 from seal.domains.knowledge.data import demo_data_path
 from seal.domains.knowledge.evaluate import (
@@ -26,6 +27,7 @@ from seal.engine.lora import BASE_PRECISIONS, LoraConfig
 from seal.engine.training import TrainConfig
 from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
+from seal.inputs import finite_float
 from seal.loops.continual import STRATEGIES, ContinualConfig
 from seal.loops.restem import RestEMConfig
 from seal.models import EMBEDDED_MODEL
@@ -45,7 +47,7 @@ def _add_executor_options(parser: argparse.ArgumentParser, parallel: bool = True
     add("--executor", default=defaults.kind, choices=KINDS, help="run the inner loop here or on Ray actors")
     add("--ray-address", help="address of a running Ray cluster (default: start a local one)")
     add("--workers", type=int, default=defaults.workers, help="Ray actors, each holding the model")
-    add("--gpus-per-worker", type=float, default=defaults.gpus_per_worker)
+    add("--gpus-per-worker", type=finite_float, default=defaults.gpus_per_worker)
 
 
 def _executor(args: argparse.Namespace, parallel: int | None = None) -> Executor:
@@ -84,12 +86,14 @@ def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) ->
     add("--seed", type=int, default=defaults.seed)
     add("--self-edit-prompt", default=DEFAULT_SELF_EDIT_PROMPT, choices=sorted(SELF_EDIT_PROMPTS))
     add("--no-split-lines", dest="split_lines", action="store_false", help="train on each self-edit as one sequence")
-    add("--temperature", type=float, default=defaults.sampling.temperature, help="self-edit sampling temperature")
-    add("--top-p", type=float, default=defaults.sampling.top_p)
+    add(
+        "--temperature", type=finite_float, default=defaults.sampling.temperature, help="self-edit sampling temperature"
+    )
+    add("--top-p", type=finite_float, default=defaults.sampling.top_p)
     add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
     _add_lora_options(parser)
     cpt = " (--setting cpt: %s)"
-    add("--lr", type=float, help=f"default: {defaults.train.learning_rate}" + cpt % CPT_TRAIN.learning_rate)
+    add("--lr", type=finite_float, help=f"default: {defaults.train.learning_rate}" + cpt % CPT_TRAIN.learning_rate)
     add("--epochs", type=int, help=f"default: {defaults.train.epochs}" + cpt % CPT_TRAIN.epochs)
     add("--batch-size", type=int, help=f"default: {defaults.train.batch_size}" + cpt % CPT_TRAIN.batch_size)
     add(
@@ -251,8 +255,8 @@ def _add_arc_options(parser: argparse.ArgumentParser) -> None:
     add("--max-grid", type=int, help="keep tasks whose grids are all at most this many cells on a side")
     add("--tasks-file", help="ARC JSON a user supplies: {task_id: {train: [...], test: [...]}}")
     add("--k", type=int, default=defaults.k, help="configurations sampled per task")
-    add("--temperature", type=float, default=defaults.sampling.temperature)
-    add("--top-p", type=float, default=defaults.sampling.top_p)
+    add("--temperature", type=finite_float, default=defaults.sampling.temperature)
+    add("--top-p", type=finite_float, default=defaults.sampling.top_p)
     add("--max-tokens", type=int, default=defaults.sampling.max_new_tokens, help="self-edit length limit")
     _add_lora_options(parser)
     add("--max-examples", type=int, default=budget.max_examples, help="TTT examples per self-edit, at most")
@@ -324,8 +328,15 @@ def cmd_arc_train(args: argparse.Namespace) -> None:
     print(f"\nrun directory: {args.out}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seal", description="Self-Adapting Language Models (SEAL)")
+    parser = _Parser(prog="seal", description="Self-Adapting Language Models (SEAL)")
     domains = parser.add_subparsers(dest="domain", required=True)
     knowledge = domains.add_parser("knowledge", help="knowledge incorporation (SQuAD passages)")
     commands = knowledge.add_subparsers(dest="command", required=True)
@@ -372,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="keep self-edits even when they do not beat training on the passage alone",
     )
-    train.add_argument("--sft-lr", type=float, default=restem_defaults.sft.learning_rate)
+    train.add_argument("--sft-lr", type=finite_float, default=restem_defaults.sft.learning_rate)
     train.add_argument("--sft-epochs", type=int, default=restem_defaults.sft.epochs)
     train.add_argument("--sft-batch-size", type=int, default=restem_defaults.sft.batch_size)
     train.add_argument("--n-eval-passages", type=int, default=50, help="held-out eval passages per round")
@@ -403,7 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy", default=continual_defaults.strategy, choices=STRATEGIES, help="merge (the paper) or replay"
     )
     continual.add_argument(
-        "--replay-ratio", type=float, default=continual_defaults.replay_ratio, help="replay: old sequences per new one"
+        "--replay-ratio",
+        type=finite_float,
+        default=continual_defaults.replay_ratio,
+        help="replay: old sequences per new one",
     )
     continual.add_argument("--policy", help="a model that writes the self-edits (default: the model being updated)")
     _add_eval_options(continual, parallel=False)
@@ -428,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     arc_train.add_argument("--eval-tasks", default="seal-eval", help="held-out tasks evaluated every round")
     arc_train.add_argument("--rounds", type=int, default=1)
     arc_train.add_argument("--top-m", type=int, default=restem_defaults.top_m)
-    arc_train.add_argument("--sft-lr", type=float, default=restem_defaults.sft.learning_rate)
+    arc_train.add_argument("--sft-lr", type=finite_float, default=restem_defaults.sft.learning_rate)
     arc_train.add_argument("--sft-epochs", type=int, default=restem_defaults.sft.epochs)
     arc_train.add_argument("--sft-batch-size", type=int, default=restem_defaults.sft.batch_size)
     _add_arc_options(arc_train)
@@ -438,7 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad flag (reported in one line by the parser)
+        return int(stop.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)

@@ -2,12 +2,13 @@
 
 Results are written one *unit* at a time (for knowledge: the lines of one self-edit evaluation),
 in a single write that is flushed and fsynced, so a killed run loses at most the unit in flight.
-Every record carries its unit key and the unit's line count; on ``--resume`` incomplete units and a
-torn last line are dropped and only complete units count as done.
+Every record carries its unit key and the unit's line count; only complete units count as done
+(:class:`AppendOnlyLog`). A run directory has one writer: a lock held for the whole run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from seal.inputs import read_json
 from seal.machine import describe
 
 log = logging.getLogger(__name__)
@@ -59,30 +61,63 @@ def _describe_change(path: str, saved: Any, config: Any) -> str:
 
 
 class AppendOnlyLog:
-    """A JSON-lines file written in whole units, readable after a crash at any point."""
+    """A JSON-lines file written in whole units, readable after a crash at any point.
+
+    Each append writes one unit's lines at once. Reading keeps, for every unit, the last complete
+    write of it (so a unit written again, e.g. re-graded, is its newest version) and ignores
+    incomplete ones; a last line without its newline is a torn write and is ignored too. Any other
+    line that is not a record stops the reader with the file and line named: nothing valid is ever
+    rewritten away.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def records(self) -> list[dict[str, Any]]:
-        """All complete records, in file order; a torn last line is ignored."""
+    def _versions(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Every write of a unit, as (unit, its records so far), in file order."""
         if not self.path.exists():
             return []
-        records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # only the last line can be torn: appends are sequential
-        return records
+        # after the last newline: nothing, or a torn write (one cut off by a crash)
+        lines = self.path.read_text(encoding="utf-8").split("\n")[:-1]
+        versions: list[tuple[str, list[dict[str, Any]]]] = []
+        for number, line in enumerate(lines, start=1):
+            record = self._parsed(line, number)
+            unit = record["unit"]
+            if versions and versions[-1][0] == unit and len(versions[-1][1]) < versions[-1][1][0]["unit_lines"]:
+                versions[-1][1].append(record)
+            else:
+                versions.append((unit, [record]))
+        return versions
+
+    def _parsed(self, line: str, number: int) -> dict[str, Any]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            reason = f"not a JSON record ({error.msg})"
+        else:
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("unit"), str)
+                and isinstance(record.get("unit_lines"), int)
+            ):
+                return record
+            reason = "a record without its unit key and line count"
+        raise RunError(f"{self.path}, line {number}: {reason}; fix or remove that line, then --resume")
+
+    def _latest(self) -> dict[str, list[dict[str, Any]]]:
+        latest: dict[str, list[dict[str, Any]]] = {}
+        for unit, records in self._versions():
+            if len(records) == records[0]["unit_lines"]:
+                latest.pop(unit, None)  # re-inserted: units keep the order of their latest write
+                latest[unit] = records
+        return latest
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records of every complete unit, its latest write, in the order of those writes."""
+        return [record for records in self._latest().values() for record in records]
 
     def completed_units(self) -> set[str]:
-        counts: dict[str, int] = {}
-        expected: dict[str, int] = {}
-        for record in self.records():
-            counts[record["unit"]] = counts.get(record["unit"], 0) + 1
-            expected[record["unit"]] = record["unit_lines"]
-        return {unit for unit, n in counts.items() if n == expected[unit]}
+        return set(self._latest())
 
     def append_unit(self, unit: str, records: Iterable[dict[str, Any]]) -> None:
         records = list(records)
@@ -96,21 +131,25 @@ class AppendOnlyLog:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def drop_incomplete_units(self) -> None:
-        """Rewrite the file without half-written units (only ever needed after a crash)."""
-        complete = self.completed_units()
-        kept = [r for r in self.records() if r["unit"] in complete]
-        text = "".join(json.dumps(r) + "\n" for r in kept)
-        if self.path.exists() and text != self.path.read_text(encoding="utf-8"):
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.path)
+    def drop_torn_tail(self) -> None:
+        """Cut a torn last line off, so the next write starts on a line of its own (after a crash)."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+
+_HELD: dict[Path, Any] = {}
+"""The run directories this process holds the lock of (open lock files), for as long as it lives."""
 
 
 class RunDirectory:
     CONFIG = "config.json"
     RESULTS = "results.jsonl"
     SUMMARY = "summary.json"
+    LOCK = ".lock"
     MACHINES = "machines"
 
     def __init__(self, path: str | Path):
@@ -118,39 +157,69 @@ class RunDirectory:
         self.results = AppendOnlyLog(self.path / self.RESULTS)
 
     def start(self, config: dict[str, Any], resume: bool, extendable: frozenset[str] = frozenset()) -> None:
-        """Create the directory and write the config, or check it against the one on disk when resuming.
+        """Create the directory, take its lock and write the config; or, resuming, check the config
+        against the one on disk. A directory that holds a config is refused without ``resume``.
 
-        Keys in ``extendable`` may change on resume (e.g. the number of passages, to grow a run). The
-        config also lists, under ``machines``, each machine this process's runs of it computed on
+        The lock (``.lock``) is held until this process ends, so a second process writing to the same
+        run stops at once. Keys in ``extendable`` may change on resume (e.g. the number of passages, to
+        grow a run). The config also lists, under ``machines``, each machine the run computed on
         (:func:`seal.machine.describe`): a resume on another one is allowed, and noted there.
         """
+        self._make_directory()
+        self._lock()
         config_path = self.path / self.CONFIG
         config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
         machine = describe()
-        if config_path.exists() and self.results.records():
-            if not resume:
-                raise RunError(
-                    f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
-                )
-            saved = json.loads(config_path.read_text())
-            machines = saved.pop(self.MACHINES, [])
-            changed = _changed_settings(saved, config)
-            if {path.split(".")[0] for path, _, _ in changed} - extendable:
-                described = ", ".join(_describe_change(*change) for change in changed)
-                raise RunError(f"{config_path}: cannot resume with a different config (changed: {described})")
-            if machine not in machines:
-                if machines:
-                    log.warning(
-                        "%s was computed on another machine so far: its numbers may differ in the last digits",
-                        self.path,
-                    )
-                machines.append(machine)
-            write_json_atomic(config_path, {**config, self.MACHINES: machines})
-            self.results.drop_incomplete_units()
+        if not config_path.exists():
+            write_json_atomic(config_path, {**config, self.MACHINES: [machine]})
             return
-        # New, or started before with nothing computed (e.g. the model failed to load): (re)write the config.
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config_path, {**config, self.MACHINES: [machine]})
+        if not resume:
+            raise RunError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+        saved = read_json(config_path)
+        if not isinstance(saved, dict):
+            raise RunError(f"{config_path}: not a run config (a JSON object)")
+        machines = saved.pop(self.MACHINES, [])
+        changed = _changed_settings(saved, config)
+        if {path.split(".")[0] for path, _, _ in changed} - extendable:
+            described = ", ".join(_describe_change(*change) for change in changed)
+            raise RunError(f"{config_path}: cannot resume with a different config (changed: {described})")
+        if machine not in machines:
+            if machines:
+                log.warning(
+                    "%s was computed on another machine so far: its numbers may differ in the last digits", self.path
+                )
+            machines.append(machine)
+        write_json_atomic(config_path, {**config, self.MACHINES: machines})
+        self.results.drop_torn_tail()
+
+    def _make_directory(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"--out {self.path}: is a file, not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise RunError(f"--out {self.path}: cannot write there ({error.strerror or error})") from None
+
+    def _lock(self) -> None:
+        key = self.path.resolve()
+        if key in _HELD:
+            return
+        handle = open(self.path / self.LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"--out {self.path} is being written by {owner}: one run directory, one writer") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        _HELD[key] = handle
 
     def records(self) -> list[dict[str, Any]]:
         return self.results.records()
@@ -165,7 +234,7 @@ class RunDirectory:
         write_json_atomic(self.path / self.SUMMARY, summary)
 
     def summary(self) -> dict[str, Any]:
-        return json.loads((self.path / self.SUMMARY).read_text())
+        return read_json(self.path / self.SUMMARY)
 
 
 def json_safe(value: Any) -> Any:

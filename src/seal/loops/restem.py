@@ -89,7 +89,7 @@ def run_restem(
     for r in range(1, config.rounds + 1):
         if not is_adapter_dir(policy_dir(out, r)):
             log = AppendOnlyLog(round_dir(out, r) / "rewards.jsonl")
-            log.drop_incomplete_units()
+            log.drop_torn_tail()
             executor.use(policy, config.lora)
             collect_rewards(executor, domain, items, config, r, log, progress)
             kept = select_self_edits(log.records(), config)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Callable
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
@@ -79,6 +81,45 @@ def resolve_model_dir(name: str) -> str:
     return name
 
 
+def check_model(name: str) -> None:
+    """Stop with one :class:`ModelLoadError` line, before a run writes anything, if ``name`` cannot be a
+    model: a local directory must hold a transformers ``config.json`` and safetensors or plain-tensor
+    weights (or be a PEFT adapter whose base model checks out); another name must be a hub id whose
+    config the hub provides. The weights themselves are read at load time."""
+    if name in (EMBEDDED_MODEL, TINY_RANDOM_MODEL):
+        if name == EMBEDDED_MODEL and not (cache_dir() / "models" / EMBEDDED_MODEL / "config.json").exists():
+            _embedded_gguf_path()
+        return
+    source = Path(resolve_model_dir(name))
+    if not source.is_dir():
+        try:
+            AutoConfig.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(
+                f"cannot load model {name!r}: not a local directory, and {_first_line(error)}"
+            ) from None
+        return
+    if is_adapter_dir(source):
+        check_model(adapter_config(source)["base_model_name_or_path"])
+        return
+    if not (source / "config.json").is_file():
+        raise ModelLoadError(f"model directory {name!r} holds no config.json: not a transformers checkpoint")
+    if not any(source.glob("*.safetensors")):
+        for pickled in source.glob("*.bin"):
+            try:
+                torch.load(pickled, map_location="meta", weights_only=True, mmap=True)
+            except (pickle.UnpicklingError, RuntimeError):
+                raise ModelLoadError(
+                    f"{pickled}: refused: a pickle holding more than tensors, which could run code when loaded; "
+                    "convert the weights to safetensors"
+                ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None = None) -> LoadedModel:
     """Load a model and tokenizer by seal name, local directory or hub id, in eval mode, on ``device``
     (default: :func:`default_device`)."""
@@ -91,11 +132,12 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except OSError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(
             f"cannot load model {name!r}: not {EMBEDDED_MODEL!r}, {TINY_RANDOM_MODEL!r} or a local checkpoint, "
-            f"and the hub could not provide it ({first_line})"
+            f"and the hub could not provide it ({_first_line(error)})"
         ) from error
+    except (ValueError, pickle.UnpicklingError) as error:
+        raise ModelLoadError(f"cannot load model {name!r}: {_first_line(error)}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device or default_device()).eval()

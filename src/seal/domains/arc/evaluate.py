@@ -25,7 +25,7 @@ from seal.engine.lora import LoraConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, run_restem
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
-from seal.models import EMBEDDED_MODEL
+from seal.models import EMBEDDED_MODEL, check_model
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
 
@@ -81,6 +81,7 @@ def run_arc_eval(
 ) -> dict:
     """Score one condition into ``out`` (one record per test input per configuration); returns the summary."""
     tasks = select_tasks(config)
+    check_model(config.model)
     run = RunDirectory(out)
     run.start({"task": "arc-eval", **asdict(config)}, resume)
     domain = ArcDomain(config.budget, SELF_EDIT_SCHEMA if config.constrain else None)
@@ -160,6 +161,7 @@ def run_arc_train(
         raise ValueError(
             f"--tasks and --eval-tasks share {len(overlap)} task(s), first {overlap[0]}: never train on them"
         )
+    check_model(config.model)
     record = {"task": "arc-train", "evaluation": asdict(config), "restem": asdict(restem), "train_tasks": train_tasks}
     RunDirectory(out).start(record, resume)
 

@@ -32,7 +32,7 @@ from seal.engine.generation import SamplingConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.continual import ContinualConfig, run_sequence
 from seal.loops.inner import InnerLoop
-from seal.models import load_model
+from seal.models import check_model, load_model
 from seal.runs import RunDirectory, write_json_atomic
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
 
@@ -65,8 +65,10 @@ def run_continual(
         "policy": policy,
         "self_edit_prompt_text": SELF_EDIT_PROMPTS[evaluation.self_edit_prompt],
     }
+    for model in filter(None, (evaluation.model, policy)):
+        check_model(model)
+    domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
     run.start(record, resume)
-    domain = make_domain(evaluation)
     done = run.completed_units()
     work = [(s, sequences[s]) for s in range(config.sequences) if f"sequence-{s}" not in done]
     executor = executor or make_executor(ExecutorSpec(parallel=1))

@@ -101,7 +101,7 @@ def _self_edits(
     if config.condition != "self-edit":
         return {}
     log = AppendOnlyLog(out / SELF_EDITS)
-    log.drop_incomplete_units()
+    log.drop_torn_tail()
     written = {r["passage_id"]: r["self_edits"] for r in log.records()}
     missing = [p for p in passages if p.id not in written]
     if missing:

@@ -32,7 +32,7 @@ from seal.engine.training import TrainConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.grading import Grader, JudgeGrader, OfflineGrader
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
-from seal.models import EMBEDDED_MODEL
+from seal.models import EMBEDDED_MODEL, check_model
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
 
@@ -156,6 +156,8 @@ def run_eval(
     process, 4 at a time); it changes the speed, not the numbers, so it is not part of the config.
     """
     passages = select_passages(config)
+    for model in filter(None, (config.model, config.policy)):
+        check_model(model)
     domain = make_domain(config)  # a judge that cannot be reached stops the run before anything is written
     run = RunDirectory(out)
     if config.setting == "cpt":  # one update on every passage: more passages would be another update

@@ -25,7 +25,7 @@ from seal.domains.knowledge.evaluate import EvalConfig, make_domain, run_eval, s
 from seal.engine.generation import sample
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
-from seal.models import load_model
+from seal.models import check_model, load_model
 from seal.runs import RunDirectory, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -73,6 +73,8 @@ def run_train(
     evaluation = replace(config.evaluation, condition="self-edit")
     passages = training_passages(config)
     select_passages(evaluation)  # validate the evaluation data before any model work
+    check_model(evaluation.model)
+    domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
     RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
     executor = executor or make_executor(ExecutorSpec())
 
@@ -87,7 +89,6 @@ def run_train(
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
         return run_eval(replace(evaluation, model=policy), directory, True, progress, executor)
 
-    domain = make_domain(evaluation)
     summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, executor, progress)
     write_examples(out, evaluation, domain, config.restem.rounds)
     return summaries
