@@ -56,5 +56,6 @@ def test_a_grader_fault_costs_only_its_own_job(monkeypatch):
     real = ToyDomain.grade
     monkeypatch.setattr(ToyDomain, "grade", grade)
     outcomes = loop(n_slots=4).evaluate(JOBS)
-    assert outcomes[3].rejected == "error: RuntimeError: judge timed out"
-    assert [o.rejected for i, o in enumerate(outcomes) if i not in (2, 3)] == [None] * 4
+    assert outcomes[3].error == "RuntimeError: judge timed out" and outcomes[3].reward is None
+    assert outcomes[3].rejected is None and outcomes[2].rejected == "empty self-edit"  # a rejection is a score
+    assert [o.error for i, o in enumerate(outcomes) if i != 3] == [None] * 5

@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NoReturn
 
+from seal.domain import RunStopped
 from seal.domains.knowledge.data import demo_data_path
 from seal.domains.knowledge.evaluate import (
     CONDITIONS,
@@ -48,6 +49,12 @@ def _add_executor_options(parser: argparse.ArgumentParser, parallel: bool = True
     add("--ray-address", help="address of a running Ray cluster (default: start a local one)")
     add("--workers", type=int, default=defaults.workers, help="Ray actors, each holding the model")
     add("--gpus-per-worker", type=finite_float, default=defaults.gpus_per_worker)
+    add(
+        "--max-error-rate",
+        type=finite_float,
+        default=defaults.max_error_rate,
+        help="share of evaluations that may fail (errors, not rejections) before the run stops",
+    )
 
 
 def _executor(args: argparse.Namespace, parallel: int | None = None) -> Executor:
@@ -57,6 +64,7 @@ def _executor(args: argparse.Namespace, parallel: int | None = None) -> Executor
         workers=args.workers,
         address=args.ray_address,
         gpus_per_worker=args.gpus_per_worker,
+        max_error_rate=args.max_error_rate,
     )
     return make_executor(spec)
 
@@ -459,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, RunError, ModelLoadError, JudgeUnreachableError) as error:
+    except (ValueError, FileNotFoundError, RunError, RunStopped, ModelLoadError, JudgeUnreachableError) as error:
         if os.environ.get("SEAL_DEBUG"):
             raise
         print(f"seal: error: {error}", file=sys.stderr)

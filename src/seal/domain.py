@@ -40,10 +40,16 @@ class Queries:
 
 @dataclass
 class Score:
-    """A reward in [0, 1] and per-unit details (for knowledge: one record per question)."""
+    """A reward in [0, 1] (None: nothing could be graded) and per-unit details (for knowledge: one
+    record per question)."""
 
-    reward: float
+    reward: float | None
     details: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RunStopped(RuntimeError):
+    """A fault that no later unit can avoid (the judge refuses our key, one update alone does not fit
+    in memory, too many evaluations fail): the run stops, keeping everything already written."""
 
 
 ItemT = TypeVar("ItemT", contravariant=True)

@@ -31,6 +31,7 @@ class ExecutorSpec:
     address: str | None = None  # ray only: None starts a local Ray instance
     gpus_per_worker: float = 0.0  # ray only
     cpus_per_worker: float = 1.0  # ray only
+    max_error_rate: float = 0.1  # the share of units whose evaluation may fail before the run stops
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -39,6 +40,8 @@ class ExecutorSpec:
             raise ValueError(f"--parallel and --workers must be >= 1, got {self.parallel} and {self.workers}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             raise ValueError("--gpus-per-worker must be >= 0 and CPUs per worker > 0")
+        if not 0 <= self.max_error_rate <= 1:
+            raise ValueError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
 
 
 class Executor(Protocol):

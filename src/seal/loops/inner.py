@@ -8,17 +8,25 @@ job in the group is answered in one batched generation, each row through its own
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from seal.domain import Domain, Rejection, Score, Update
+import torch
+
+from seal.domain import Domain, Rejection, RunStopped, Score, Update
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt
 from seal.engine.training import TrainJob, TrainStats
 
 log = logging.getLogger(__name__)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU's out-of-memory error, or the CPU allocator's."""
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
 @dataclass(frozen=True)
@@ -32,22 +40,27 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What one inner-loop evaluation produced, with where its time went (its share of its group's)."""
+    """What one inner-loop evaluation produced, with where its time went (its share of its group's).
 
-    score: Score
+    A rejected self-edit is a score (reward 0: the policy wrote something unusable); an ``error`` (an
+    exception while training, answering or grading) is not: it has no score, and counts apart."""
+
+    score: Score | None
     rejected: str | None = None
+    error: str | None = None
     train: TrainStats | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
     @property
-    def reward(self) -> float:
-        return self.score.reward
+    def reward(self) -> float | None:
+        return None if self.score is None else self.score.reward
 
     def record(self) -> dict[str, Any]:
         return {
             "reward": self.reward,
             "rejected": self.rejected,
+            "error": self.error,
             "train_tokens": self.train.tokens if self.train else 0,
             "train_loss": self.train.final_loss if self.train else None,
             "notes": list(self.notes),
@@ -69,8 +82,10 @@ class InnerLoop:
         """One outcome per job, in order.
 
         A failure inside one evaluation (a degenerate update, a grader fault) is recorded on its
-        outcome as a rejection with reward 0, and the run goes on; interrupts still stop the run.
-        A group that fails as a whole is retried one job at a time, so only the faulty job is lost.
+        outcome as an error, and the run goes on; interrupts and :class:`~seal.domain.RunStopped`
+        stop it. A group that fails as a whole is retried one job at a time, so only the faulty job
+        is lost; one that runs out of memory is retried in halves, and a single update that does not
+        fit stops the run.
         """
         outcomes: list[Outcome | None] = [None] * len(jobs)
         groups: list[list[int]] = [[]]
@@ -93,10 +108,30 @@ class InnerLoop:
     def _evaluate_group(self, jobs: list[Job]) -> list[Outcome]:
         try:
             return self._train_and_score(jobs)
+        except RunStopped:
+            raise
         except Exception as error:  # noqa: BLE001 - one bad unit must not end a long run
+            if is_out_of_memory(error):
+                return self._in_halves(jobs, error)
             if len(jobs) > 1:
                 return [outcome for job in jobs for outcome in self._evaluate_group([job])]
             return [self._failed(jobs[0], error)]
+
+    def _in_halves(self, jobs: list[Job], error: Exception) -> list[Outcome]:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        updates = sum(job.update is not None for job in jobs)
+        if updates <= 1:
+            raise RunStopped(
+                f"one update alone does not fit in memory on {self.bank.model.device} ({str(error).splitlines()[0]}): "
+                "use a smaller --batch-size or model, or a device with more memory"
+            ) from error
+        log.warning(
+            "out of memory with %d updates at once: retrying in halves (a lower --parallel avoids this)", updates
+        )
+        half = len(jobs) // 2
+        return self._evaluate_group(jobs[:half]) + self._evaluate_group(jobs[half:])
 
     def _train_and_score(self, jobs: list[Job]) -> list[Outcome]:
         slots: list[int | None] = []
@@ -116,6 +151,8 @@ class InnerLoop:
             started = time.perf_counter()
             try:
                 score = self.domain.grade(job.item, job_answers)
+            except RunStopped:
+                raise
             except Exception as error:  # noqa: BLE001 - a grader fault costs this unit only
                 outcomes.append(self._failed(job, error))
                 continue
@@ -142,9 +179,9 @@ class InnerLoop:
         return answers
 
     def _failed(self, job: Job, error: Exception) -> Outcome:
-        reason = f"error: {type(error).__name__}: {error}".splitlines()[0]
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
         log.warning("%s: %s", self.domain.item_id(job.item), reason)
-        return self._rejected(job, reason)
+        return Outcome(score=None, error=reason)
 
     def _rejected(self, job: Job, reason: str) -> Outcome:
         return Outcome(score=self.domain.rejected_score(job.item, reason), rejected=reason)

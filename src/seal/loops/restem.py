@@ -33,7 +33,7 @@ from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig, TrainingExample, TrainJob
 from seal.executors import Executor
 from seal.loops.inner import Outcome
-from seal.loops.scoring import Chunk, Unit, chunks, score_units, unit_key
+from seal.loops.scoring import Chunk, Unit, chunks, errored_units, score_units, unit_key
 from seal.models import load_model
 from seal.models.adapters import is_adapter_dir, read_adapter
 from seal.runs import AppendOnlyLog, write_json_atomic
@@ -112,7 +112,7 @@ def collect_rewards(
     progress: bool,
 ) -> None:
     """Sample K self-edits per item and score each (and the baseline update); every score is appended as it lands."""
-    done = log.completed_units()
+    done = log.completed_units() - errored_units(log)
     tags: list[Any] = (["baseline"] if config.beat_baseline else []) + list(range(config.k))
     work = [(item, [t for t in tags if unit_key(domain.item_id(item), t) not in done]) for item in items]
     work = [(item, pending) for item, pending in work if pending]
@@ -153,30 +153,37 @@ def _reward_units(bank: LoraBank, chunk: Chunk, domain: Domain, config: RestEMCo
 
 
 def _reward_record(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    """One record per unit: the mean reward over its inner-loop runs, and the last run's details."""
+    """One record per unit: the mean reward over its inner-loop runs, and the last run's details; no
+    reward (None) if a run failed or graded nothing."""
     rewards = [o.reward for o in outcomes]
+    error = next((o.error for o in outcomes if o.error), None)
+    scored = None if error or None in rewards else sum(rewards) / len(rewards)
     return [
         {
             **unit.fields,
-            "reward": sum(rewards) / len(rewards),
+            "reward": scored,
             "rewards": rewards,
             "seconds": round(sum(sum(o.seconds.values()) for o in outcomes), 3),
             "rejected": outcomes[0].rejected,
-            "details": outcomes[-1].score.details,
+            "error": error,
+            "details": outcomes[-1].score.details if outcomes[-1].score else [],
         }
     ]
 
 
 def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> list[dict[str, Any]]:
-    """Per item: the ``top_m`` best self-edits with reward > 0 (and > the baseline's, if asked)."""
+    """Per item: the ``top_m`` best self-edits with reward > 0 (and > the baseline's, if asked). Self-edits
+    without a reward (failed, or nothing graded) are never kept, nor any of an item whose baseline has none."""
     baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
     by_item: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        if not record["baseline"]:
+        if not record["baseline"] and record["reward"] is not None:
             by_item.setdefault(record["item_id"], []).append(record)
     kept = []
     for item_id, candidates in by_item.items():
         bar = baselines.get(item_id, 0.0) if config.beat_baseline else 0.0
+        if bar is None:
+            continue
         ranked = sorted(candidates, key=lambda r: (-r["reward"], r["index"]))
         kept.extend(r for r in ranked[: config.top_m] if r["reward"] > bar and r["reward"] > 0)
     return kept

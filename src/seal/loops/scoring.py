@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from seal.domain import Domain, Rejection, Update
+from seal.domain import Domain, Rejection, RunStopped, Update
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import LoraConfig
@@ -65,12 +65,29 @@ def score_units(
     to_records: ToRecords,
     bar: tqdm,
 ) -> None:
-    """Run every chunk on ``executor`` and append each of its units to ``log`` as the chunk comes back."""
+    """Run every chunk on ``executor`` and append each of its units to ``log`` as the chunk comes back.
+
+    Units whose evaluation failed are written too (with their ``error``); when more than
+    ``executor.spec.max_error_rate`` of the units fail, the run stops (what is written stays).
+    """
     task = partial(_score_chunk, domain=domain, make_units=make_units, to_records=to_records)
+    allowed = executor.spec.max_error_rate * sum(len(pending) for chunk in work for _, pending in chunk)
+    errors: list[str] = []
     for results in executor.map(task, work):
         for key, records in results:
             log.append_unit(key, records)
             bar.update()
+            errors += [f"{key}: {records[0]['error']}"] if records[0].get("error") else []
+        if len(errors) > allowed:
+            raise RunStopped(
+                f"{len(errors)} evaluations failed, more than --max-error-rate {executor.spec.max_error_rate:g} "
+                f"allows (first: {errors[0]}); what was scored is kept, --resume retries the failed ones"
+            )
+
+
+def errored_units(log: AppendOnlyLog) -> set[str]:
+    """Units whose latest record is a failed evaluation: a resumed run scores them again."""
+    return {r["unit"] for r in log.records() if r.get("error")}
 
 
 def _score_chunk(
@@ -113,7 +130,7 @@ def score_candidates(
     scores exactly what an uninterrupted one would. ``label`` is copied into every record (e.g. the
     condition), ``describe(item)`` into the item's records (e.g. its id and title).
     """
-    done = run.completed_units()
+    done = run.completed_units() - errored_units(run.results)
     work = [(item, [i for i in range(k) if unit_key(domain.item_id(item), i) not in done]) for item in items]
     work = [(item, pending) for item, pending in work if pending]
     if not work:
@@ -151,6 +168,9 @@ def _candidate_units(
 
 
 def _per_detail(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One record per detail of the unit's score (e.g. per question); a failed evaluation is one record."""
     (outcome,) = outcomes
     record = {**unit.fields, **outcome.record()}
+    if outcome.score is None:
+        return [record]
     return [{**record, **detail} for detail in outcome.score.details]

@@ -116,6 +116,8 @@ def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: li
     """Success rate over (task, configuration) pairs, tasks solved by any configuration, cost per update."""
     records = [r for r in records if r["task_id"] in set(task_ids)]
     units = {r["unit"]: r for r in records}.values()
+    failed = [u for u in units if u.get("error")]
+    units = [u for u in units if not u.get("error")]
     per_task: dict[str, list[float]] = {}
     for unit in units:
         per_task.setdefault(unit["task_id"], []).append(unit["reward"])
@@ -134,6 +136,7 @@ def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: li
         "ci95": list(pooled_accuracy_ci(solved, tried, seed=config.seed)),
         "tasks_solved": float(np.mean([max(per_task[t]) > 0 for t in ids])) if ids else float("nan"),
         "n_rejected": sum(1 for u in units if u["rejected"]),
+        "n_errors": len(failed),
         "rejections": sorted({u["rejected"] for u in units if u["rejected"]}),
         "mean_train_tokens": float(np.mean([u["train_tokens"] for u in trained])) if trained else 0.0,
         "mean_seconds_per_ttt": float(np.mean([sum(u["seconds"].values()) for u in trained])) if trained else 0.0,

@@ -108,11 +108,12 @@ def _writer(policy: str) -> Any:
 
 
 def accuracy_matrices(records: list[dict[str, Any]], steps: int) -> np.ndarray:
-    """sequences x (K+1) x K rewards, NaN where a passage was not yet seen (above the diagonal)."""
+    """sequences x (K+1) x K rewards, NaN where a passage was not yet seen (above the diagonal) or its
+    reward is missing (its evaluation failed)."""
     by_sequence: dict[int, np.ndarray] = {}
     for r in records:
         matrix = by_sequence.setdefault(r["sequence"], np.full((steps + 1, steps), np.nan))
-        matrix[r["step"], : len(r["rewards"])] = r["rewards"]
+        matrix[r["step"], : len(r["rewards"])] = [np.nan if x is None else x for x in r["rewards"]]
     return np.stack([by_sequence[s] for s in sorted(by_sequence)])
 
 

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from seal.domain import RunStopped
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt, sample
 from seal.engine.training import Checkpoint, TrainingExample, TrainJob
+from seal.loops.inner import is_out_of_memory
 from seal.machine import peak_memory_mb
 from seal.models import load_model
 from seal.runs import AppendOnlyLog, RunDirectory, write_json_atomic
@@ -121,7 +123,14 @@ def _train(bank: LoraBank, documents: list[TrainingExample], config: EvalConfig,
     adapter and statistics are written when it ends."""
     job = TrainJob(0, documents, config.train, unit_seed(config.seed, "cpt"))
     checkpoint = Checkpoint(out / TRAINING_STATE, CHECKPOINT_SECONDS)
-    (stats,) = bank.train([job], progress="train" if progress else None, checkpoint=checkpoint)
+    try:
+        (stats,) = bank.train([job], progress="train" if progress else None, checkpoint=checkpoint)
+    except Exception as error:
+        if is_out_of_memory(error):
+            raise RunStopped(
+                f"the update does not fit in memory on {bank.model.device}: use a smaller --batch-size"
+            ) from error
+        raise
     if training_record(out) is None:
         bank.save_adapter(0, out / "adapter", config.model)
         memory = {"peak_memory_mb": peak_memory_mb(bank.model.device.type)}

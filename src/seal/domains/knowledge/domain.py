@@ -66,11 +66,12 @@ class KnowledgeDomain:
         return Queries(messages, self.answer_tokens)
 
     def grade(self, passage: Passage, answers: list[str]) -> Score:
-        """Reward = share of graded questions answered correctly; ungraded ones do not count either way."""
+        """Reward = share of graded questions answered correctly; ungraded ones do not count either way,
+        and with none graded there is no reward (None), not 0."""
         requests = [GradeRequest(q.question, q.answer, a) for q, a in zip(passage.questions, answers)]
         verdicts = self.grader.grade(requests)
         graded = [v for v in verdicts if v is not Verdict.UNGRADED]
-        reward = sum(v is Verdict.CORRECT for v in graded) / len(graded) if graded else 0.0
+        reward = sum(v is Verdict.CORRECT for v in graded) / len(graded) if graded else None
         details = [
             {"question": q.question, "gold": q.answer, "answer": a, "verdict": v.value}
             for q, a, v in zip(passage.questions, answers, verdicts)

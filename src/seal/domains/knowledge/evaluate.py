@@ -208,9 +208,11 @@ def config_record(config: EvalConfig) -> dict[str, Any]:
 
 
 def per_passage_counts(records: list[dict[str, Any]]) -> dict[str, dict[int, tuple[int, int]]]:
-    """passage id -> self-edit index -> (correct, graded)."""
+    """passage id -> self-edit index -> (correct, graded); failed evaluations are left out."""
     counts: dict[str, dict[int, list[int]]] = {}
     for r in records:
+        if r.get("error"):
+            continue
         cell = counts.setdefault(r["passage_id"], {}).setdefault(r["self_edit_index"], [0, 0])
         if r["verdict"] != "ungraded":
             cell[0] += r["verdict"] == "correct"
@@ -227,6 +229,7 @@ def summarise(records: list[dict[str, Any]], config: EvalConfig) -> dict[str, An
     best = [max(counts[p].values(), key=lambda ct: ct[0] / ct[1] if ct[1] else 0.0) for p in passage_ids]
     best_correct, best_graded = np.array([c for c, _ in best]), np.array([t for _, t in best])
     n_rejected = len({r["unit"] for r in records if r.get("rejected")})
+    n_errors = len({r["unit"] for r in records if r.get("error")})
     return {
         "condition": config.condition,
         "setting": config.setting,
@@ -235,8 +238,9 @@ def summarise(records: list[dict[str, Any]], config: EvalConfig) -> dict[str, An
         "n_questions": sum({r["passage_id"]: r["unit_lines"] for r in records}.values()),
         "n_self_edits": config.self_edits_per_passage,
         "n_graded_answers": int(graded.sum()),
-        "n_ungraded_answers": sum(r["verdict"] == "ungraded" for r in records),
+        "n_ungraded_answers": sum(r.get("verdict") == "ungraded" for r in records),
         "n_rejected_self_edits": n_rejected,
+        "n_errors": n_errors,
         "accuracy": float(correct.sum() / graded.sum()) if graded.sum() else float("nan"),
         "ci95": list(pooled_accuracy_ci(correct, graded, seed=config.seed)),
         "best_accuracy": float(best_correct.sum() / best_graded.sum()) if best_graded.sum() else float("nan"),

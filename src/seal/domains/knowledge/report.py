@@ -54,9 +54,13 @@ def self_edit_features(self_edit: str, passage: str) -> dict[str, float]:
 def what_rewards_favour(records: list[dict[str, Any]], passages: dict[str, str]) -> dict[str, tuple[float, float]]:
     """Per feature: its mean over self-edits and its Pearson correlation with the self-edit's advantage
     (reward minus its passage's baseline reward). ``passages`` maps item ids to passage texts. Rejected
-    self-edits and items without a baseline are left out."""
-    baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
-    scored = [r for r in records if not r["baseline"] and not r["rejected"] and r["item_id"] in baselines]
+    self-edits, those without a reward and items without a baseline reward are left out."""
+    baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"] and r["reward"] is not None}
+    scored = [
+        r
+        for r in records
+        if not r["baseline"] and not r["rejected"] and r["reward"] is not None and r["item_id"] in baselines
+    ]
     if len(scored) < 3:
         return {}
     advantage = np.array([r["reward"] - baselines[r["item_id"]] for r in scored])
@@ -156,7 +160,11 @@ def write_report(out: str | Path) -> Path:
     _accuracy_plot(bars, out / "accuracy.png")
 
     rewards = {
-        r: [x["reward"] for x in AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records() if not x["baseline"]]
+        r: [
+            x["reward"]
+            for x in AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records()
+            if not x["baseline"] and x["reward"] is not None
+        ]
         for r in rounds
         if r > 0
     }
