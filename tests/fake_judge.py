@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-Responder = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+Responder = Callable[[dict[str, Any]], tuple]
+"""body -> (status, reply) or (status, reply, headers)."""
 
 
 class FakeJudgeServer(ThreadingHTTPServer):
@@ -21,6 +22,9 @@ class FakeJudgeServer(ThreadingHTTPServer):
         self.responder = responder
         self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and left (tests of hanging judges do that on purpose)
 
     @property
     def url(self) -> str:
@@ -34,15 +38,17 @@ class FakeJudgeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.calls.append((self.path, dict(self.headers), body))
-        status, reply = self.server.responder(body)
-        self._send(status, reply)
+        status, reply, *headers = self.server.responder(body)
+        self._send(status, reply, *headers)
 
     def do_GET(self) -> None:
         self._send(200, {"object": "list", "data": []})
 
-    def _send(self, status: int, reply: dict[str, Any]) -> None:
+    def _send(self, status: int, reply: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(reply).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -21,10 +21,11 @@ from seal.grading import (
     JudgeUnreachableError,
     OfflineGrader,
     Verdict,
+    VerdictCache,
     calibrate,
     load_graded,
 )
-from seal.grading.judge import parse_reply
+from seal.grading.judge import JudgeFailingError, JudgeRefusedError, parse_reply
 from tests.fake_judge import FakeJudgeServer, Responder, chat_reply
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seal-reference" / "graded"
@@ -310,7 +311,7 @@ def test_judge_gives_up_as_ungraded(
 
 
 def test_judge_does_not_retry_client_errors(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
-    server = fake_judge(lambda body: (401, {"error": {"message": "invalid api key"}}))
+    server = fake_judge(lambda body: (400, {"error": {"message": "context too long"}}))
     assert _judge(server.url, max_retries=3).grade([PARIS]) == [Verdict.UNGRADED]
     assert len(server.calls) == 1
 
@@ -332,16 +333,79 @@ def test_judge_sends_api_key_and_accepts_trailing_slash(
     assert headers["Authorization"] == "Bearer sk-test-123"
 
 
-def test_check_reachable(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+def test_check_sends_one_token_request_and_names_what_to_fix(
+    fake_judge: Callable[[Responder], FakeJudgeServer],
+) -> None:
     server = fake_judge(lambda body: chat_reply("yes"))
-    _judge(server.url).check_reachable()
+    _judge(server.url).check()
+    ((path, _, body),) = server.calls
+    assert path == "/v1/chat/completions" and body["max_tokens"] == 1 and body["model"] == "judge-model"
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{closed_port}/v1"
     with pytest.raises(JudgeUnreachableError, match=f"judge endpoint {url} is unreachable: "):
-        _judge(url).check_reachable()
+        _judge(url).check()
+    for status, fix in (
+        (401, "check the API key"),
+        (403, "check the API key.s permissions"),
+        (404, "check --judge-url"),
+    ):
+        refusing = fake_judge(lambda body, status=status: (status, {"error": {"message": "no"}}))
+        with pytest.raises(JudgeRefusedError, match=f"answered HTTP {status}: {fix}"):
+            _judge(refusing.url).check()
+
+
+def test_a_key_refused_while_grading_stops_the_run(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+    server = fake_judge(lambda body: (401, {"error": {"message": "key revoked"}}))
+    with pytest.raises(JudgeRefusedError, match="HTTP 401"):
+        _judge(server.url).grade([PARIS])
+
+
+def test_consecutive_failures_stop_the_run_and_a_success_resets_the_count(
+    fake_judge: Callable[[Responder], FakeJudgeServer],
+) -> None:
+    replies = iter([(500, {})] * 2 + [chat_reply("yes")] + [(500, {})] * 3)
+    server = fake_judge(lambda body: next(replies))
+    judge = _judge(server.url, max_retries=0, max_consecutive_failures=3)
+    assert [judge.grade_one(PARIS) for _ in range(3)] == [Verdict.UNGRADED, Verdict.UNGRADED, Verdict.CORRECT]
+    assert judge.grade_one(PARIS) is Verdict.UNGRADED and judge.grade_one(PARIS) is Verdict.UNGRADED
+    with pytest.raises(JudgeFailingError, match="failed 3 requests in a row .*--resume re-grades"):
+        judge.grade_one(PARIS)
+
+
+def test_a_hanging_judge_times_out_and_stops_the_run(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+    def hangs(body):
+        time.sleep(1.0)
+        return chat_reply("yes")
+
+    server = fake_judge(hangs)
+    judge = _judge(server.url, timeout_s=0.2, max_retries=0, max_consecutive_failures=2)
+    started = time.perf_counter()
+    with pytest.raises(JudgeFailingError, match="timed out"):
+        judge.grade([PARIS, LYON, PARIS, LYON])
+    assert time.perf_counter() - started < 5
+
+
+def test_retry_after_is_honoured(fake_judge: Callable[[Responder], FakeJudgeServer]) -> None:
+    replies = iter([(429, {"error": {"message": "slow down"}}, {"Retry-After": "0.5"}), chat_reply("yes")])
+    server = fake_judge(lambda body: next(replies))
+    started = time.perf_counter()
+    assert _judge(server.url, backoff_s=0.01).grade_one(PARIS) is Verdict.CORRECT
+    assert time.perf_counter() - started >= 0.5
+
+
+def test_cached_verdicts_are_not_asked_again(
+    tmp_path: Path, fake_judge: Callable[[Responder], FakeJudgeServer]
+) -> None:
+    server = fake_judge(lambda body: chat_reply("yes" if "Paris is" in _prompt(body) else "Hmm."))
+    cache = VerdictCache(tmp_path / "verdicts.sqlite")
+    assert _judge(server.url, cache=cache).grade([PARIS, LYON]) == [Verdict.CORRECT, Verdict.UNGRADED]
+    again = _judge(server.url, cache=VerdictCache(tmp_path / "verdicts.sqlite"))  # another process, same file
+    assert again.grade([PARIS, LYON]) == [Verdict.CORRECT, Verdict.UNGRADED]
+    asked = [PARIS.answer in _prompt(body) for _, _, body in server.calls]
+    assert asked.count(True) == 1 and asked.count(False) == 2  # the ungraded one is asked again, the verdict not
 
 
 @pytest.mark.parametrize(

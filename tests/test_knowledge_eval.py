@@ -16,6 +16,7 @@ from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
 from seal.executors import ExecutorSpec, make_executor
 from seal.grading import JudgeUnreachableError, OfflineGrader
+from seal.grading.judge import JudgeRefusedError
 from seal.runs import RunDirectory, RunError
 from tests.conftest import PASSAGES
 from tests.fake_judge import chat_reply
@@ -362,9 +363,9 @@ def test_judge_grader_end_to_end_and_unreachable_judge(tmp_path, squad_file, fak
 
     refusing = fake_judge(lambda body: (401, {"error": {"message": "bad key"}}))
     judged = config(squad_file, condition="base", grader="judge", judge_url=refusing.url, judge_model="judge")
-    summary = run_eval(judged, tmp_path / "ungraded", progress=False)
-    assert summary["n_ungraded_answers"] == 3 and summary["n_graded_answers"] == 0
-    assert all(r["verdict"] == "ungraded" for r in RunDirectory(tmp_path / "ungraded").records())
+    with pytest.raises(JudgeRefusedError, match="answered HTTP 401: check the API key"):
+        run_eval(judged, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists() and len(refusing.calls) == 1  # one request, before any model work
 
     closed = config(
         squad_file, condition="base", grader="judge", judge_url="http://127.0.0.1:9/v1", judge_model="judge"
@@ -372,3 +373,32 @@ def test_judge_grader_end_to_end_and_unreachable_judge(tmp_path, squad_file, fak
     with pytest.raises(JudgeUnreachableError, match="unreachable"):
         run_eval(closed, tmp_path / "closed", progress=False)
     assert not (tmp_path / "closed").exists()
+
+
+def test_answers_a_failing_judge_left_ungraded_are_graded_on_resume_and_never_paid_twice(
+    tmp_path, squad_file, fake_judge
+):
+    judge_up = {"now": True}
+
+    def judge(body):
+        if body.get("max_tokens") == 1 or judge_up["now"]:
+            return chat_reply("yes")
+        return 503, {"error": {"message": "overloaded"}}, {"Retry-After": "0"}
+
+    server = fake_judge(judge)
+    judged = config(
+        squad_file, condition="base", grader="judge", judge_url=server.url, judge_model=f"judge-{tmp_path.name}"
+    )
+    judge_up["now"] = False
+    summary = run_eval(judged, tmp_path, progress=False)
+    assert summary["n_ungraded_answers"] == 3 and summary["accuracy"] is None  # nothing graded: no accuracy
+    assert {r["reward"] for r in RunDirectory(tmp_path).records()} == {None}
+    assert "n/a" in compare_runs([tmp_path])  # printed, not a crash
+    judge_up["now"] = True
+    calls = len(server.calls)
+    summary = run_eval(judged, tmp_path, resume=True, progress=False)
+    assert summary["n_ungraded_answers"] == 0 and summary["accuracy"] == 1.0
+    assert len(server.calls) - calls == 1 + 3  # the check, then each answer once
+    calls = len(server.calls)
+    run_eval(judged, tmp_path, resume=True, progress=False)
+    assert len(server.calls) - calls == 1  # only the check: every verdict is on disk

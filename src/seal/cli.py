@@ -27,7 +27,7 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import BASE_PRECISIONS, LoraConfig
 from seal.engine.training import TrainConfig
 from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
-from seal.grading import JudgeUnreachableError, OfflineGrader, calibrate, load_graded
+from seal.grading import OfflineGrader, calibrate, load_graded
 from seal.inputs import finite_float
 from seal.loops.continual import STRATEGIES, ContinualConfig
 from seal.loops.restem import RestEMConfig
@@ -112,7 +112,12 @@ def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) ->
     )
     add("--answer-tokens", type=int, default=defaults.answer_tokens, help="closed-book answer length limit")
     add("--grader", default=defaults.grader, choices=GRADERS)
-    add("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from OPENAI_API_KEY)")
+    add(
+        "--judge-url",
+        default=os.environ.get("OPENAI_BASE_URL"),
+        help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (default: $OPENAI_BASE_URL; key from "
+        "$OPENAI_API_KEY)",
+    )
     add("--judge-model", help="judge model name, e.g. gpt-4.1")
     _add_executor_options(parser, parallel)
     add("--resume", action="store_true", help="continue a run in --out, skipping finished evaluations")
@@ -467,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, RunError, RunStopped, ModelLoadError, JudgeUnreachableError) as error:
+    except (ValueError, FileNotFoundError, RunError, RunStopped, ModelLoadError) as error:
         if os.environ.get("SEAL_DEBUG"):
             raise
         print(f"seal: error: {error}", file=sys.stderr)

@@ -2,15 +2,17 @@
 
 from seal.grading.base import Grader, GradeRequest, Verdict
 from seal.grading.calibration import CalibrationStats, calibrate, load_graded
-from seal.grading.judge import JudgeGrader, JudgeUnreachableError
+from seal.grading.judge import JudgeError, JudgeGrader, JudgeUnreachableError, VerdictCache
 from seal.grading.offline import OfflineGrader
 
 __all__ = [
     "CalibrationStats",
     "GradeRequest",
     "Grader",
+    "JudgeError",
     "JudgeGrader",
     "JudgeUnreachableError",
+    "VerdictCache",
     "OfflineGrader",
     "Verdict",
     "calibrate",

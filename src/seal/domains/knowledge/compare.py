@@ -17,13 +17,20 @@ def _label(summary: dict[str, Any]) -> str:
     return f"{summary['condition']} ({Path(source).stem})" if source else summary["condition"]
 
 
+def percent(value: float | None, signed: bool = False) -> str:
+    """``12.5%`` (``+12.5%`` if ``signed``), or ``n/a`` for a value that does not exist (nothing graded)."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
+
+
 def summary_table(summaries: list[dict[str, Any]]) -> str:
     rows = [("condition", "setting", "model", "passages", "questions", "accuracy", "95% CI", "best-of-K")]
     for s in summaries:
         lo, hi = s["ci95"]
         setting = s.get("setting", "single")  # runs made before the CPT setting existed
         best = (
-            f"{s['best_accuracy']:.1%} (K={s['n_self_edits']})"
+            f"{percent(s['best_accuracy'])} (K={s['n_self_edits']})"
             if s["n_self_edits"] > 1 and setting == "single"
             else "-"
         )
@@ -34,8 +41,8 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
                 s["model"],
                 str(s["n_passages"]),
                 str(s["n_questions"]),
-                f"{s['accuracy']:.1%}",
-                f"[{lo:.1%}, {hi:.1%}]",
+                percent(s["accuracy"]),
+                f"[{percent(lo)}, {percent(hi)}]",
                 best,
             )
         )
@@ -56,9 +63,8 @@ def compare_runs(directories: list[str | Path]) -> str:
             a = np.array([counts[0][p] for p in shared]).reshape(-1, 2)
             b = np.array([other[p] for p in shared]).reshape(-1, 2)
             delta, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
-            rows.append(
-                (f"{_label(summary)} - {reference}", str(len(shared)), f"{delta:+.1%}", f"[{lo:+.1%}, {hi:+.1%}]")
-            )
+            interval = f"[{percent(lo, signed=True)}, {percent(hi, signed=True)}]"
+            rows.append((f"{_label(summary)} - {reference}", str(len(shared)), percent(delta, signed=True), interval))
         lines.append(_format(rows))
     return "\n\n".join(lines)
 

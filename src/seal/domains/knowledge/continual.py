@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from seal.domains.knowledge.compare import percent
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, make_domain, select_passages
@@ -191,7 +192,9 @@ def compare(directories: list[str | Path]) -> str:
         a, b = sequence_measures(first_matrices[:n]), sequence_measures(matrices[:n])
         for name in MEASURES:
             delta, lo, hi = paired_difference_ci(a[name], ones, b[name], ones)
-            difference = f"{delta:+.1%} [{lo:+.1%}, {hi:+.1%}] (paired over {n} sequences)"
+            difference = (
+                f"{percent(delta, True)} [{percent(lo, True)}, {percent(hi, True)}] (paired over {n} sequences)"
+            )
             lines.append(f"\n{s['strategy']} - {first['strategy']}, {name}: {difference}")
     return "\n".join(lines)
 
@@ -201,7 +204,7 @@ def _sequence_passages(run: RunDirectory) -> dict[int, list[str]]:
 
 
 def _with_ci(value: float, ci: list[float]) -> str:
-    return f"{value:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+    return f"{percent(value)} [{percent(ci[0])}, {percent(ci[1])}]"
 
 
 def _nullable(matrix: np.ndarray) -> list[list[float | None]]:

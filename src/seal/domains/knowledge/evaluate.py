@@ -30,9 +30,9 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
-from seal.grading import Grader, JudgeGrader, OfflineGrader
+from seal.grading import Grader, JudgeGrader, OfflineGrader, VerdictCache
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
-from seal.models import EMBEDDED_MODEL, check_model
+from seal.models import EMBEDDED_MODEL, cache_dir, check_model
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
 
@@ -104,10 +104,12 @@ class EvalConfig:
 
 
 def make_grader(config: EvalConfig) -> Grader:
+    """The configured grader; a judge is checked with one request first, and caches its verdicts."""
     if config.grader == "offline":
         return OfflineGrader()
-    judge = JudgeGrader(url=config.judge_url, model=config.judge_model, api_key=os.environ.get("OPENAI_API_KEY"))
-    judge.check_reachable()
+    cache = VerdictCache(cache_dir() / "judge-verdicts.sqlite")
+    judge = JudgeGrader(config.judge_url, config.judge_model, os.environ.get("OPENAI_API_KEY"), cache=cache)
+    judge.check()
     return judge
 
 
@@ -162,11 +164,13 @@ def run_eval(
     run = RunDirectory(out)
     if config.setting == "cpt":  # one update on every passage: more passages would be another update
         run.start(config_record(config), resume)
+        regrade_ungraded(run, domain, passages)
         run_cpt(config, passages, domain, run, progress)
         summary = {**summarise(run.records(), config), "train": training_record(out)}
         run.write_summary(summary)
         return summary
     run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
+    regrade_ungraded(run, domain, passages)
     score_candidates(
         run,
         executor or make_executor(ExecutorSpec()),
@@ -185,6 +189,22 @@ def run_eval(
     summary = summarise([r for r in run.records() if r["passage_id"] in selected], config)
     run.write_summary(summary)
     return summary
+
+
+def regrade_ungraded(run: RunDirectory, domain: KnowledgeDomain, passages: list[Passage]) -> None:
+    """Grade again the answers of finished units that the grader could not grade (e.g. while a judge
+    was down), and write those units anew: their latest write is their record."""
+    by_id = {p.id: p for p in passages}
+    units: dict[str, list[dict[str, Any]]] = {}
+    for record in run.records():
+        units.setdefault(record["unit"], []).append(record)
+    for unit, records in units.items():
+        passage = by_id.get(records[0].get("passage_id"))
+        if passage is None or not any(r.get("verdict") == "ungraded" for r in records):
+            continue
+        score = domain.grade(passage, [r["answer"] for r in records])
+        fields = [{k: v for k, v in r.items() if k not in ("unit", "unit_lines")} for r in records]
+        run.append_unit(unit, [{**r, **detail, "reward": score.reward} for r, detail in zip(fields, score.details)])
 
 
 def _candidates(config: EvalConfig, bank: LoraBank, domain: KnowledgeDomain, passage: Passage) -> list[Candidate]:
@@ -241,9 +261,9 @@ def summarise(records: list[dict[str, Any]], config: EvalConfig) -> dict[str, An
         "n_ungraded_answers": sum(r.get("verdict") == "ungraded" for r in records),
         "n_rejected_self_edits": n_rejected,
         "n_errors": n_errors,
-        "accuracy": float(correct.sum() / graded.sum()) if graded.sum() else float("nan"),
+        "accuracy": float(correct.sum() / graded.sum()) if graded.sum() else None,
         "ci95": list(pooled_accuracy_ci(correct, graded, seed=config.seed)),
-        "best_accuracy": float(best_correct.sum() / best_graded.sum()) if best_graded.sum() else float("nan"),
+        "best_accuracy": float(best_correct.sum() / best_graded.sum()) if best_graded.sum() else None,
         "best_ci95": list(pooled_accuracy_ci(best_correct, best_graded, seed=config.seed)),
         "self_edits_file": config.self_edits_file,
         "grader": config.grader,

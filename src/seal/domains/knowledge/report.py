@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from seal.domains.knowledge.compare import percent
 from seal.domains.knowledge.data import default_data_path, load_passages
 from seal.domains.knowledge.evaluate import per_passage_counts
 from seal.runs import AppendOnlyLog, RunDirectory
@@ -31,7 +32,7 @@ def _difference(a: Path, b: Path) -> str:
     shared = sorted(set(ca) & set(cb))
     x, y = np.array([ca[p] for p in shared]).reshape(-1, 2), np.array([cb[p] for p in shared]).reshape(-1, 2)
     delta, lo, hi = paired_difference_ci(x[:, 0], x[:, 1], y[:, 0], y[:, 1])
-    return f"{delta:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(shared)} passages"
+    return f"{percent(delta, True)} [{percent(lo, True)}, {percent(hi, True)}] over {len(shared)} passages"
 
 
 def _words(text: str) -> list[str]:
@@ -178,7 +179,8 @@ def write_report(out: str | Path) -> Path:
     for name, s in bars:
         lo, hi = s["ci95"]
         lines.append(
-            f"| {name} | {s['accuracy']:.1%} | [{lo:.1%}, {hi:.1%}] | {s['n_passages']} | {s['n_questions']} |"
+            f"| {name} | {percent(s['accuracy'])} | [{percent(lo)}, {percent(hi)}] | {s['n_passages']} | "
+            f"{s['n_questions']} |"
         )
     lines += ["", "Paired differences (bootstrap over passages):", ""]
     lines.append(f"- round {rounds[-1]} - round 0: {_difference(out / 'round-0' / 'eval', last)}")
