@@ -115,7 +115,7 @@ def peer_evaluate(model, tokenizer, domain: KnowledgeDomain, passage, update, co
         target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
     )  # fmt: skip
     peft_model = get_peft_model(model, peft_config)
-    dataset = [{"input_ids": tokenize_example(tokenizer, e, config.train.max_seq_len)[0]} for e in update.examples]
+    dataset = [{"input_ids": tokenize_example(tokenizer, e)[0]} for e in update.examples]
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=config.train.batch_size,
@@ -158,7 +158,7 @@ def rounded(value: Any) -> Any:
 def job_tokens(tokenizer, job: Job) -> int:
     """Training tokens of one epoch of ``job``'s update: what its share of a worker's time scales with."""
     update = job.update
-    return sum(len(tokenize_example(tokenizer, e, update.train.max_seq_len)[0]) for e in update.examples)
+    return sum(len(tokenize_example(tokenizer, e)[0]) for e in update.examples)
 
 
 def evaluate_share(bank: LoraBank, share: tuple[list[int], list[Job]], domain: KnowledgeDomain):

@@ -27,6 +27,7 @@ from seal.engine.training import (
     TrainStats,
     length_grouped_batches,
     tokenize_example,
+    training_sequences,
 )
 from seal.models import load_model
 
@@ -119,16 +120,14 @@ def test_the_training_loss_is_the_models_own_loss_on_the_target_tokens():
     (stats,) = bank.train([TrainJob(0, examples, TrainConfig(epochs=1, batch_size=len(examples)), seed=0)])
     total, targets = 0.0, 0
     for example in examples:
-        ids, target_start = tokenize_example(bank.tokenizer, example, 1024)
+        ids, target_start = tokenize_example(bank.tokenizer, example)
         labels = torch.tensor([ids])
         labels[0, :target_start] = -100
         n_targets = len(ids) - max(target_start, 1)
         with torch.no_grad():
             total += bank.model(input_ids=torch.tensor([ids]), labels=labels).loss.item() * n_targets
         targets += n_targets
-    assert stats.steps == 1 and stats.tokens == sum(
-        len(tokenize_example(bank.tokenizer, e, 1024)[0]) - 1 for e in examples
-    )
+    assert stats.steps == 1 and stats.tokens == sum(len(tokenize_example(bank.tokenizer, e)[0]) - 1 for e in examples)
     assert stats.final_loss == pytest.approx(total / targets, rel=1e-5)
 
 
@@ -376,20 +375,29 @@ def test_bad_jobs_and_banks_are_refused(bank):
 
 
 def test_loss_mask_is_positional(tiny):
-    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("Question: who?", " Ottilie Brask"), 1024)
+    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("Question: who?", " Ottilie Brask"))
     prompt_ids = tiny.tokenizer("Question: who?", add_special_tokens=False)["input_ids"]
     assert prompt_len == len(prompt_ids) and ids[:prompt_len] == prompt_ids
-    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("", "all of it is target"), 1024)
+    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("", "all of it is target"))
     assert prompt_len == 0
 
 
 def test_chat_examples_render_the_template_and_end_the_turn(tiny):
-    ids, prompt_len = tokenize_example(
-        tiny.tokenizer, TrainingExample("Which engineer?", "Ottilie Brask", chat=True), 1024
-    )
+    ids, prompt_len = tokenize_example(tiny.tokenizer, TrainingExample("Which engineer?", "Ottilie Brask", chat=True))
     rendered = render_prompt(tiny.tokenizer, "Which engineer?")
     assert tiny.tokenizer.decode(ids[:prompt_len]) == rendered
     assert tiny.tokenizer.decode(ids[prompt_len:]) == "Ottilie Brask" + tiny.tokenizer.eos_token
+
+
+def test_a_document_longer_than_a_sequence_trains_as_consecutive_windows(tiny):
+    document = TrainingExample("", " ".join(f"word{i}" for i in range(300)))
+    ids, _ = tokenize_example(tiny.tokenizer, document)
+    windows = training_sequences(tiny.tokenizer, document, 128)
+    assert [len(w) for w, _ in windows] == [128] * (len(ids) // 128) + [len(ids) % 128] * (len(ids) % 128 > 0)
+    assert [t for w, _ in windows for t in w] == ids and all(start == 0 for _, start in windows)  # nothing cut
+    answer = TrainingExample("Question: " + "very " * 200 + "long?", "Yes")
+    with pytest.raises(ValueError, match="tokens .* of them prompt. is longer than the 128 a sequence may have"):
+        training_sequences(tiny.tokenizer, answer, 128)
 
 
 def test_length_grouped_batches_cover_every_example_once():

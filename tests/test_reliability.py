@@ -152,3 +152,34 @@ def test_pickled_weights_that_could_run_code_are_refused_in_one_line(tmp_path, c
     err = one_line_error(capsys, argv)
     assert "pytorch_model.bin: refused: a pickle holding more than tensors" in err
     assert "this ran" not in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
+def long_passage_file(tmp_path) -> str:
+    """A passage far longer than tiny-random's 2,048-token context."""
+    context = " ".join(f"Fact {i}: the Varnholt Bridge has pillar {i}." for i in range(600))
+    path = tmp_path / "long.json"
+    path.write_text(
+        json.dumps([{"title": "Long", "context": context, "questions": [{"question": "Q?", "answer": "A"}]}])
+    )
+    return str(path)
+
+
+def test_a_passage_too_long_for_the_context_is_refused_before_any_work(tmp_path, capsys):
+    argv = [*EVAL, "--condition", "self-edit", "--data", long_passage_file(tmp_path), "--out", str(tmp_path / "out")]
+    err = one_line_error(capsys, argv)
+    assert "passage 'Long'" in err and "exceeds the 2048 tokens of tiny-random's context" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_passage_longer_than_a_training_sequence_is_trained_whole_in_windows(tmp_path):
+    from seal.domains.knowledge.evaluate import EvalConfig, run_eval
+    from seal.engine.lora import LoraConfig
+    from seal.engine.training import TrainConfig
+
+    config = EvalConfig(
+        condition="passage", model="tiny-random", data=long_passage_file(tmp_path), split="all", answer_tokens=4,
+        lora=LoraConfig(rank=4, alpha=8), train=TrainConfig(epochs=1, max_seq_len=512),
+    )  # fmt: skip
+    run_eval(config, tmp_path / "out", progress=False)
+    (record,) = RunDirectory(tmp_path / "out").records()
+    assert record["error"] is None and record["train_tokens"] > 6 * 512  # all of it, not its first 511 tokens

@@ -104,18 +104,32 @@ class Checkpoint:
     every_seconds: float = 300.0
 
 
-def tokenize_example(
-    tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len: int
-) -> tuple[list[int], int]:
-    """Token ids of prompt + completion and the prompt length, so the loss mask is set by position."""
+def tokenize_example(tokenizer: PreTrainedTokenizerBase, example: TrainingExample) -> tuple[list[int], int]:
+    """Token ids of prompt + completion and where the loss starts, so the loss mask is set by position."""
     if example.chat:
         prompt_ids = tokenize_prompt(tokenizer, render_prompt(tokenizer, example.prompt))
         completion_ids = tokenizer(example.completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     else:
         prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
         completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
-    target_start = 0 if example.loss_on_prompt else min(len(prompt_ids), max_len)
-    return (prompt_ids + completion_ids)[:max_len], target_start
+    return prompt_ids + completion_ids, 0 if example.loss_on_prompt else len(prompt_ids)
+
+
+def training_sequences(
+    tokenizer: PreTrainedTokenizerBase, example: TrainingExample, max_len: int
+) -> list[tuple[list[int], int]]:
+    """The sequences an example trains as: itself, or, if longer than ``max_len`` tokens, a document
+    (every token a target) as consecutive windows of ``max_len`` tokens; an example whose loss starts
+    after a prompt is refused then, since a window would lose its prompt or its answer."""
+    ids, target_start = tokenize_example(tokenizer, example)
+    if len(ids) <= max_len:
+        return [(ids, target_start)]
+    if target_start > 0:
+        raise ValueError(
+            f"a training example of {len(ids)} tokens ({target_start} of them prompt) is longer than the "
+            f"{max_len} a sequence may have"
+        )
+    return [(ids[start : start + max_len], 0) for start in range(0, len(ids), max_len)]
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -153,7 +167,7 @@ def plan(bank: LoraBank, job: TrainJob) -> _Plan:
     else:
         bank.set_adapter(job.slot, job.initial)
     config = job.config
-    tokenized = [tokenize_example(bank.tokenizer, e, config.max_seq_len) for e in job.examples]
+    tokenized = [s for e in job.examples for s in training_sequences(bank.tokenizer, e, config.max_seq_len)]
     tokenized = [(ids, start) for ids, start in tokenized if len(ids) > max(start, 1)]  # has a target
     shuffler = random.Random(job.seed)
     lengths = [len(ids) for ids, _ in tokenized]

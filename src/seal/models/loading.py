@@ -115,6 +115,22 @@ def check_model(name: str) -> None:
                 ) from None
 
 
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model (of its base model, for an adapter), without loading its weights."""
+    source = resolve_model_dir(name)
+    if is_adapter_dir(source):
+        return load_tokenizer(adapter_config(source)["base_model_name_or_path"])
+    return AutoTokenizer.from_pretrained(source)
+
+
+def context_length(name: str) -> int:
+    """How many tokens (prompt and generated) the model attends to at most."""
+    source = resolve_model_dir(name)
+    if is_adapter_dir(source):
+        return context_length(adapter_config(source)["base_model_name_or_path"])
+    return int(AutoConfig.from_pretrained(source).max_position_embeddings)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

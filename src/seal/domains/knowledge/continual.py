@@ -26,7 +26,7 @@ from tqdm import tqdm
 from seal.domains.knowledge.compare import percent
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.evaluate import EvalConfig, make_domain, select_passages
+from seal.domains.knowledge.evaluate import EvalConfig, check_prompt_lengths, make_domain, select_passages
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
@@ -69,6 +69,8 @@ def run_continual(
     for model in filter(None, (evaluation.model, policy)):
         check_model(model)
     domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
+    used = list({p.id: p for sequence in sequences for p in sequence}.values())
+    check_prompt_lengths(used, domain, policy or evaluation.model, evaluation.sampling.max_new_tokens)
     run.start(record, resume)
     done = run.completed_units()
     work = [(s, sequences[s]) for s in range(config.sequences) if f"sequence-{s}" not in done]

@@ -26,13 +26,14 @@ from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.bank import LoraBank
-from seal.engine.generation import SamplingConfig
+from seal.engine.generation import SamplingConfig, render_prompt, tokenize_prompt
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.grading import Grader, JudgeGrader, OfflineGrader, VerdictCache
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
 from seal.models import EMBEDDED_MODEL, cache_dir, check_model
+from seal.models.loading import context_length, load_tokenizer
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
 
@@ -120,6 +121,19 @@ def make_domain(config: EvalConfig) -> KnowledgeDomain:
     )
 
 
+def check_prompt_lengths(passages: list[Passage], domain: KnowledgeDomain, model: str, max_new_tokens: int) -> None:
+    """Refuse, before any model work, a passage whose self-edit prompt leaves no room in the model's
+    context for the self-edit (``--max-tokens``): it would be cut, or take hours to fail."""
+    tokenizer, limit = load_tokenizer(model), context_length(model)
+    for passage in passages:
+        tokens = len(tokenize_prompt(tokenizer, render_prompt(tokenizer, domain.prompt(passage))))
+        if tokens + max_new_tokens > limit:
+            raise DataError(
+                f"passage {passage.title!r} ({passage.id}): its self-edit prompt is {tokens} tokens, and with "
+                f"--max-tokens {max_new_tokens} that exceeds the {limit} tokens of {model}'s context"
+            )
+
+
 def select_passages(config: EvalConfig) -> list[Passage]:
     """The passages to evaluate, validated, with external self-edits attached when asked for."""
     data = config.data or default_data_path()
@@ -161,6 +175,8 @@ def run_eval(
     for model in filter(None, (config.model, config.policy)):
         check_model(model)
     domain = make_domain(config)  # a judge that cannot be reached stops the run before anything is written
+    if config.condition == "self-edit":
+        check_prompt_lengths(passages, domain, config.policy or config.model, config.sampling.max_new_tokens)
     run = RunDirectory(out)
     if config.setting == "cpt":  # one update on every passage: more passages would be another update
         run.start(config_record(config), resume)

@@ -21,7 +21,7 @@ from typing import Any
 
 from seal.domains.knowledge.data import DataError, Passage, default_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.evaluate import EvalConfig, make_domain, run_eval, select_passages
+from seal.domains.knowledge.evaluate import EvalConfig, check_prompt_lengths, make_domain, run_eval, select_passages
 from seal.engine.generation import sample
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
@@ -72,9 +72,10 @@ def run_train(
     out = Path(out)
     evaluation = replace(config.evaluation, condition="self-edit")
     passages = training_passages(config)
-    select_passages(evaluation)  # validate the evaluation data before any model work
+    held_out = select_passages(evaluation)  # the evaluation data, validated before any model work
     check_model(evaluation.model)
     domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
+    check_prompt_lengths(passages + held_out, domain, evaluation.model, evaluation.sampling.max_new_tokens)
     RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
     executor = executor or make_executor(ExecutorSpec())
 
