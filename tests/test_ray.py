@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import textwrap
 from functools import partial
 from pathlib import Path
 
@@ -94,3 +95,67 @@ def test_new_weights_reach_the_same_workers_without_a_restart(tmp_path):
     assert len({round(s, 3) for s, _ in before}) == 1 and len({round(s, 3) for s, _ in after}) == 1
     assert before[0][0] != pytest.approx(after[0][0])  # ... now holding the new policy
     executor.close()
+
+
+def divides_by_zero(bank, task: int) -> float:
+    return task / 0
+
+
+def refuses(bank, task: int) -> None:
+    raise ValueError(f"task {task} is malformed")
+
+
+def test_a_worker_failure_is_one_line_naming_its_log():
+    from seal.domain import RunStopped
+
+    executor = ray_executor()
+    executor.use("tiny-random", TINY_LORA)
+    with pytest.raises(RunStopped) as failure:
+        list(executor.map(divides_by_zero, [1]))
+    message = str(failure.value)
+    assert message.startswith("a Ray worker failed: ZeroDivisionError: division by zero (its log: ")
+    assert "\n" not in message and "\x1b" not in message  # no remote traceback, no colour codes
+    with pytest.raises(ValueError, match="^task 2 is malformed$"):  # our own errors come through as they are
+        list(executor.map(refuses, [2]))
+    executor.close()
+
+
+def test_a_driver_stopped_by_sigterm_takes_its_local_ray_instance_with_it():
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    driver = textwrap.dedent(
+        """
+        import time
+        from seal.executors import ExecutorSpec, make_executor
+        executor = make_executor(ExecutorSpec(kind="ray", workers=1))
+        print("started", flush=True)
+        time.sleep(120)
+        """
+    )
+    with tempfile.TemporaryDirectory(dir="/tmp") as temp:  # short: Ray's socket paths must fit 107 bytes
+        env = {**os.environ, "RAY_TMPDIR": temp}  # this driver's Ray instance, apart from the tests' own
+        process = subprocess.Popen([sys.executable, "-c", driver], env=env, stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "started"
+        assert ray_processes(temp)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while ray_processes(temp) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ray_processes(temp)
+
+
+def ray_processes(temp_dir) -> list[str]:
+    """Command lines of live processes that belong to the Ray instance under ``temp_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(temp_dir) in command and "python -c" not in command:
+            found.append(command)
+    return found

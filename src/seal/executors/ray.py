@@ -9,19 +9,53 @@ finished result is lost or written twice.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import signal
+import sys
+import threading
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from seal.domain import RunStopped
 from seal.engine.bank import LoraBank
 from seal.engine.lora import LoraConfig
 from seal.executors import ExecutorSpec
 from seal.executors.local import BankHolder
+from seal.models.loading import ModelLoadError
 
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 MAX_RETRIES = 3
 _END: Any = object()
+
+
+def _shut_down_with_this_process(ray: Any) -> None:
+    """The local Ray instance this driver started goes when it goes: at exit, and on SIGTERM (which
+    otherwise ends a process without its exit handlers) as on Ctrl-C."""
+    atexit.register(ray.shutdown)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _worker_error(error: Any) -> Exception:
+    """A worker's failure as the driver reports it: our own errors as they are (one line each), anything
+    else in one line with where the worker's log is, instead of a remote traceback."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, (RunStopped, ModelLoadError, ValueError)):
+        return cause
+    name = type(cause).__name__ if cause is not None else "error"
+    first_line = (str(cause) if cause is not None else str(error)).strip().splitlines()[:1] or [""]
+    return RunStopped(f"a Ray worker failed: {name}: {first_line[0]} (its log: {_logs_dir()})")
+
+
+def _logs_dir() -> str:
+    try:
+        from ray._private import worker  # where this session writes its logs; no public API says
+
+        return worker._global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - only a hint in an error message
+        return "/tmp/ray/session_latest/logs"
 
 
 class _Worker:
@@ -53,6 +87,7 @@ class RayExecutor:
             # Without an address: a local Ray instance. The working directory is not shipped: the
             # package must be installed on every node (see the README's cluster section).
             ray.init(address=spec.address, log_to_driver=False, include_dashboard=False)
+            _shut_down_with_this_process(ray)
         self._actor_class = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(_Worker)
         self._actors: list[Any] = []
         self._wanted: tuple[str, LoraConfig] | None = None
@@ -93,6 +128,8 @@ class RayExecutor:
             actor_index, task, attempts = running.pop(ref)
             try:
                 result = ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                raise _worker_error(error) from None
             except ray.exceptions.RayActorError as error:
                 if attempts + 1 > MAX_RETRIES:
                     raise RuntimeError(f"a task failed on {MAX_RETRIES + 1} workers in a row: {error}") from error
