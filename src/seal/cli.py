@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from seal.domain import RunStopped
-from seal.domains.knowledge.data import demo_data_path
+from seal.domains.knowledge.data import SPLITS, demo_data_path
 from seal.domains.knowledge.evaluate import (
     CONDITIONS,
     CPT_SELF_EDITS,
@@ -36,6 +36,11 @@ from seal.models.loading import ModelLoadError
 from seal.runs import RunError, json_safe
 
 DEMO_CONDITIONS = ("base", "passage", "self-edit")
+DATA_HELP = (
+    "passages: seal's JSON list, or SQuAD rows as Hugging Face datasets writes them (default: the SQuAD file "
+    "of $SEAL_DATA, of `seal data`'s directory, or of ../shared/data)"
+)
+SPLIT_HELP = "default: eval (the paper's 200 evaluation passages) for a file that holds them, else all"
 
 
 def _add_executor_options(parser: argparse.ArgumentParser, parallel: bool = True) -> None:
@@ -348,9 +353,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def cmd_data_squad(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.sources import build_squad
+
+    print(f"wrote {build_squad(Path(args.out), args.source)}")
+
+
+def cmd_data_seal_reference(args: argparse.Namespace) -> None:
+    from seal.domains.knowledge.sources import build_seal_reference
+
+    for path in build_seal_reference(Path(args.out), Path(args.source)):
+        print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from seal.domains.knowledge.sources import default_data_root
+
     parser = _Parser(prog="seal", description="Self-Adapting Language Models (SEAL)")
     domains = parser.add_subparsers(dest="domain", required=True)
+    data = domains.add_parser("data", help="get the data: SQuAD, and the SEAL paper's reference files")
+    data_commands = data.add_subparsers(dest="command", required=True)
+    squad = data_commands.add_parser(
+        "squad", help="SQuAD v1.1 validation in seal's layout, from the hub or a local file (checked: the paper's 200)"
+    )
+    squad.add_argument(
+        "--from",
+        dest="source",
+        help="local SQuAD rows (JSON lines or parquet, as datasets writes them); default: download rajpurkar/squad",
+    )
+    squad.add_argument("--out", default=str(default_data_root()), help="data directory (default: %(default)s)")
+    squad.set_defaults(run=cmd_data_squad)
+    reference = data_commands.add_parser("seal-reference", help="the SEAL repository's self-edit and graded files")
+    reference.add_argument("--from", dest="source", required=True, help="a checkout of the SEAL repository")
+    reference.add_argument("--out", default=str(default_data_root()), help="data directory (default: %(default)s)")
+    reference.set_defaults(run=cmd_data_seal_reference)
     knowledge = domains.add_parser("knowledge", help="knowledge incorporation (SQuAD passages)")
     commands = knowledge.add_subparsers(dest="command", required=True)
 
@@ -364,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--policy", help="--setting cpt: the model that writes the self-edits (default: --model)")
     evaluate.add_argument("--out", required=True, help="run directory")
-    evaluate.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
-    evaluate.add_argument("--split", default="eval", choices=("eval", "train", "all"))
+    evaluate.add_argument("--data", help=DATA_HELP)
+    evaluate.add_argument("--split", choices=SPLITS, help=SPLIT_HELP)
     evaluate.add_argument("--n-passages", type=int)
     evaluate.add_argument(
         "--n-self-edits", type=int, help=f"K self-edits per passage (default: 1; --setting cpt: {CPT_SELF_EDITS})"
@@ -382,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="ReST-EM: teach the model to write self-edits that work")
     restem_defaults = RestEMConfig()
     train.add_argument("--out", required=True, help="run directory")
-    train.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
+    train.add_argument("--data", help=DATA_HELP)
     train.add_argument("--rounds", type=int, default=restem_defaults.rounds)
     train.add_argument("--n-passages", type=int, default=24, help="training passages (from --split train)")
     train.add_argument("--k", type=int, default=restem_defaults.k, help="self-edits sampled per passage and round")
@@ -418,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.set_defaults(run=cmd_grade_calibration)
     continual = domains.add_parser("continual", help="sequential self-edits on eval passages: forgetting")
     continual.add_argument("--out", required=True, help="run directory")
-    continual.add_argument("--data", help="SQuAD-format JSON (default: ../shared/data/squad/squad_val.json)")
-    continual.add_argument("--split", default="eval", choices=("eval", "train", "all"))
+    continual.add_argument("--data", help=DATA_HELP)
+    continual.add_argument("--split", choices=SPLITS, help=SPLIT_HELP)
     continual_defaults = ContinualConfig()
     continual.add_argument("--sequences", type=int, default=continual_defaults.sequences, help="sequences of passages")
     continual.add_argument("--steps", type=int, default=continual_defaults.steps, help="passages per sequence")

@@ -13,8 +13,10 @@ class InputError(ValueError):
     """Malformed input; the message names the file (and item and field where it can)."""
 
 
-def read_json(path: Path) -> Any:
-    """The JSON document in ``path``; any way of failing is one :class:`InputError` naming the file."""
+def read_json(path: Path, lines: bool = False) -> Any:
+    """The JSON document in ``path`` (with ``lines``, a file of one document per line, as a list: JSON
+    lines is also read so when a single document does not parse); any way of failing is one
+    :class:`InputError` naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -28,9 +30,17 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
+        if not (lines and error.msg == "Extra data"):
+            raise InputError(f"{path}: not valid JSON ({error})") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply to be data of this kind") from None
+    documents = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            documents += [json.loads(line)] if line.strip() else []
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise InputError(f"{path}, line {number}: not valid JSON ({error})") from None
+    return documents
 
 
 def finite_float(text: str) -> float:

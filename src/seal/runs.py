@@ -26,9 +26,14 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked (exists without --resume, config mismatch, ...)."""
 
 
+ANY = object()
+"""An added setting whose value earlier runs did not record: a resume may bring any value."""
+
 # Settings added after runs were already being written, with the value every earlier run used.
 # A saved config without one of them was made with that value, so it resumes with that value.
 ADDED_SETTINGS: dict[str, Any] = {
+    "data_path": ANY,
+    "data_sha256": ANY,
     "base_precision": "fp32",
     "setting": "single",
     "policy": None,
@@ -50,7 +55,7 @@ def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> li
                 saved.get(key, ADDED_SETTINGS.get(key, _ABSENT)), config.get(key, _ABSENT), (*path, key)
             )
         ]
-    return [] if saved == config else [(".".join(path), saved, config)]
+    return [] if saved is ANY or saved == config else [(".".join(path), saved, config)]
 
 
 def _describe_change(path: str, saved: Any, config: Any) -> str:

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from seal.inputs import InputError, read_json
 
@@ -49,22 +49,23 @@ def eval_passage_ids() -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-def default_data_path() -> Path | None:
-    """``../shared/data/squad/squad_val.json`` relative to the working directory, if present."""
-    path = Path("../shared/data/squad/squad_val.json")
-    return path if path.is_file() else None
-
-
 def demo_data_path() -> Path:
     return Path(str(resources.files("seal.domains.knowledge").joinpath("demo_passages.json")))
 
 
 def load_passages(path: str | Path, split: Split = "all") -> list[Passage]:
-    """Read and validate a passage file, then keep the requested split, in file order."""
+    """Read and validate a passage file, then keep the requested split, in file order.
+
+    Accepted: a JSON list of passages (seal's layout, see the module), or Hugging Face SQuAD rows (one
+    per question, as ``datasets`` writes them: JSON lines or a JSON list)."""
     path = Path(path)
-    raw = read_json(path)
+    raw = read_json(path, lines=True)
+    if isinstance(raw, dict) and "answers" in raw:  # JSON lines of a single row
+        raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise DataError(f"{path}: expected a non-empty JSON list of passages")
+        raise DataError(f"{path}: expected a non-empty JSON list of passages, or JSON lines of SQuAD rows")
+    if isinstance(raw[0], dict) and "answers" in raw[0]:
+        raw = passages_from_rows(raw, str(path))
     passages = [_parse_passage(path, index, item) for index, item in enumerate(raw)]
     first_index: dict[str, int] = {}
     for index, passage in enumerate(passages):
@@ -75,6 +76,26 @@ def load_passages(path: str | Path, split: Split = "all") -> list[Passage]:
         return passages
     eval_ids = eval_passage_ids()
     return [p for p in passages if (p.id in eval_ids) == (split == "eval")]
+
+
+def passages_from_rows(rows: Iterable[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Hugging Face SQuAD rows (``id``, ``title``, ``context``, ``question``, ``answers: {text, answer_start}``,
+    one per question) as seal's passages: grouped by context in order, the first answer as gold."""
+    passages: dict[str, dict[str, Any]] = {}
+    for index, row in enumerate(rows):
+        fields = {name: row.get(name) for name in ("title", "context", "question")}
+        answers = (row.get("answers") or {}).get("text") if isinstance(row.get("answers"), dict) else None
+        bad = [name for name, value in fields.items() if not isinstance(value, str) or not value.strip()]
+        if bad or not answers or not isinstance(answers[0], str):
+            problem = f"field '{bad[0]}' must be a non-empty string" if bad else "field 'answers.text' holds no answer"
+            raise DataError(f"{where}: row {index}: {problem}")
+        passage = passages.setdefault(
+            fields["context"], {"title": fields["title"], "context": fields["context"], "questions": []}
+        )
+        passage["questions"].append({"question": fields["question"], "answer": answers[0]})
+    if not passages:
+        raise DataError(f"{where}: no rows")
+    return list(passages.values())
 
 
 def _parse_passage(path: Path, index: int, item: Any) -> Passage:

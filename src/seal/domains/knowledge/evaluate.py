@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seal.domains.knowledge.cpt import run_cpt, training_record
-from seal.domains.knowledge.data import SPLITS, DataError, Passage, default_data_path, load_passages
+from seal.domains.knowledge.data import SPLITS, DataError, Passage, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
+from seal.domains.knowledge.sources import default_split, resolve_data, sha256
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt, tokenize_prompt
 from seal.engine.lora import LoraConfig
@@ -56,7 +57,8 @@ class EvalConfig:
     model: str = EMBEDDED_MODEL
     policy: str | None = None
     data: str | None = None
-    split: str = "eval"
+    split: str | None = None
+    """None: ``eval`` (the paper's 200 evaluation passages) for a file that holds them, else ``all``."""
     n_passages: int | None = None
     n_self_edits: int = 1
     self_edits_file: str | None = None
@@ -82,7 +84,7 @@ class EvalConfig:
                 "--policy writes the self-edits of --setting cpt --condition self-edit; in the single setting "
                 "the policy is --model, which writes its own self-edits and is updated by them"
             )
-        if self.split not in SPLITS:
+        if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.condition == "external" and not self.self_edits_file:
             raise ValueError("--condition external needs --self-edits FILE")
@@ -134,14 +136,18 @@ def check_prompt_lengths(passages: list[Passage], domain: KnowledgeDomain, model
             )
 
 
+def with_split(config: EvalConfig) -> EvalConfig:
+    """``config`` with its data's default split filled in, as the run records it."""
+    return config if config.split else replace(config, split=default_split(resolve_data(config.data)))
+
+
 def select_passages(config: EvalConfig) -> list[Passage]:
     """The passages to evaluate, validated, with external self-edits attached when asked for."""
-    data = config.data or default_data_path()
-    if data is None:
-        raise DataError("no --data given and ../shared/data/squad/squad_val.json not found")
-    passages = load_passages(data, config.split)  # type: ignore[arg-type]
+    data = resolve_data(config.data)
+    split = config.split or default_split(data)
+    passages = load_passages(data, split)  # type: ignore[arg-type]
     if not passages:
-        raise DataError(f"{data}: no passages in split {config.split!r}")
+        raise DataError(f"{data}: no passages in split {split!r}")
     passages = passages[: config.n_passages]
     if config.condition == "external":
         passages = _attach_external_self_edits(passages, Path(config.self_edits_file), config.n_self_edits)
@@ -171,6 +177,7 @@ def run_eval(
     Where and how many updates at a time run is the ``executor``'s business (default: in this
     process, 4 at a time); it changes the speed, not the numbers, so it is not part of the config.
     """
+    config = with_split(config)
     passages = select_passages(config)
     for model in filter(None, (config.model, config.policy)):
         check_model(model)
@@ -235,10 +242,14 @@ def _candidates(config: EvalConfig, bank: LoraBank, domain: KnowledgeDomain, pas
 
 
 def config_record(config: EvalConfig) -> dict[str, Any]:
-    """The run's config, with the self-edit prompt's text so a changed prompt cannot be resumed into."""
+    """The run's config, with the data file found and its sha256 (a changed file cannot be resumed into),
+    and the self-edit prompt's text (nor can a changed prompt)."""
+    data = resolve_data(config.data)
     return {
         "task": "knowledge-eval",
         **asdict(config),
+        "data_path": str(data.resolve()),
+        "data_sha256": sha256(data),
         "self_edit_prompt_text": SELF_EDIT_PROMPTS[config.self_edit_prompt],
     }
 

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from seal.domains.knowledge.compare import percent
-from seal.domains.knowledge.data import default_data_path, load_passages
+from seal.domains.knowledge.data import load_passages
 from seal.domains.knowledge.evaluate import per_passage_counts
+from seal.domains.knowledge.sources import find_squad
 from seal.runs import AppendOnlyLog, RunDirectory
 from seal.stats import paired_difference_ci
 
@@ -55,13 +56,14 @@ def self_edit_features(self_edit: str, passage: str) -> dict[str, float]:
 def what_rewards_favour(records: list[dict[str, Any]], passages: dict[str, str]) -> dict[str, tuple[float, float]]:
     """Per feature: its mean over self-edits and its Pearson correlation with the self-edit's advantage
     (reward minus its passage's baseline reward). ``passages`` maps item ids to passage texts. Rejected
-    self-edits, those without a reward and items without a baseline reward are left out."""
+    self-edits, those without a reward, and items without a baseline reward or a known text are left out."""
     baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"] and r["reward"] is not None}
     scored = [
         r
         for r in records
         if not r["baseline"] and not r["rejected"] and r["reward"] is not None and r["item_id"] in baselines
-    ]
+        and r["item_id"] in passages
+    ]  # fmt: skip
     if len(scored) < 3:
         return {}
     advantage = np.array([r["reward"] - baselines[r["item_id"]] for r in scored])
@@ -95,9 +97,11 @@ def seconds_by_phase(out: Path, round_index: int) -> dict[str, float]:
 
 
 def passage_texts(out: Path) -> dict[str, str]:
-    """Every passage of the run's data file (training and held-out alike), by id."""
-    data = json.loads((out / "config.json").read_text())["evaluation"]["data"] or default_data_path()
-    return {p.id: p.context for p in load_passages(data)}
+    """Every passage of the run's data file (training and held-out alike), by id; none if the file is
+    no longer where the run found it (the report then leaves out what needs the texts)."""
+    evaluation = json.loads((out / "config.json").read_text())["evaluation"]
+    data = evaluation.get("data_path") or evaluation.get("data") or find_squad()
+    return {p.id: p.context for p in load_passages(data)} if data and Path(data).is_file() else {}
 
 
 def held_out_self_edit_features(out: Path, rounds: list[int], passages: dict[str, str]) -> dict[int, dict[str, float]]:
@@ -105,7 +109,11 @@ def held_out_self_edit_features(out: Path, rounds: list[int], passages: dict[str
     means = {}
     for r in rounds:
         units = {x["unit"]: x for x in RunDirectory(out / f"round-{r}" / "eval").records()}.values()
-        features = [self_edit_features(x["self_edit"], passages[x["passage_id"]]) for x in units if x["self_edit"]]
+        features = [
+            self_edit_features(x["self_edit"], passages[x["passage_id"]])
+            for x in units
+            if x["self_edit"] and x["passage_id"] in passages
+        ]
         means[r] = {name: float(np.mean([f[name] for f in features])) for name in features[0]} if features else {}
     return means
 

@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from seal.domains.knowledge.data import DataError, Passage, default_data_path, load_passages
+from seal.domains.knowledge.data import DataError, Passage, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, check_prompt_lengths, make_domain, run_eval, select_passages
+from seal.domains.knowledge.sources import resolve_data
 from seal.engine.generation import sample
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
@@ -50,9 +51,7 @@ class KnowledgeTrainConfig:
 
 def training_passages(config: KnowledgeTrainConfig) -> list[Passage]:
     """A seeded sample of ``--split train`` passages (never the evaluation passages)."""
-    data = config.evaluation.data or default_data_path()
-    if data is None:
-        raise DataError("no --data given and ../shared/data/squad/squad_val.json not found")
+    data = resolve_data(config.evaluation.data)
     passages = load_passages(data, "train")
     if len(passages) < config.n_train_passages:
         raise DataError(
