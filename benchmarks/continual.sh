@@ -13,8 +13,10 @@ OUT=${2:-benchmarks/results/continual}
 WORKERS=${3:-2}
 SEAL=${SEAL:-.venv/bin/seal}
 PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
+# ... and predate all-linear as the default target: they name their layers
+TARGETS=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
 RESULT=$OUT.txt
-common=(--model "$MODEL" --base-precision "$PRECISION" --sequences 8 --steps 8 --executor ray --workers "$WORKERS" --resume --quiet)
+common=(--model "$MODEL" --base-precision "$PRECISION" --target-modules "$TARGETS" --sequences 8 --steps 8 --executor ray --workers "$WORKERS" --resume --quiet)
 
 for strategy in merge replay; do
   "$SEAL" continual --strategy "$strategy" "${common[@]}" --out "$OUT/$strategy"

@@ -13,11 +13,13 @@ shift $(( $# < 2 ? $# : 2 ))
 STEPS=${*:-10 25 50}
 SEAL=${SEAL:-.venv/bin/seal}
 PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
+# ... and predate all-linear as the default target: they name their layers
+TARGETS=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
 SELF_EDITS=../shared/data/seal-reference/selfedits
 RESULT=benchmarks/results/knowledge_conditions.txt
 
 for n in $STEPS; do
-  common=(--model "$MODEL" --base-precision "$PRECISION" --split eval --n-passages "$n" --resume --quiet)
+  common=(--model "$MODEL" --base-precision "$PRECISION" --target-modules "$TARGETS" --split eval --n-passages "$n" --resume --quiet)
   "$SEAL" knowledge eval --condition base "${common[@]}" --out "$OUT/base"
   "$SEAL" knowledge eval --condition passage "${common[@]}" --out "$OUT/passage"
   "$SEAL" knowledge eval --condition external --self-edits "$SELF_EDITS/iter2_val.json" "${common[@]}" --out "$OUT/external-iter2"

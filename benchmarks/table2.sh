@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/table2}
 SEAL=${SEAL:-.venv/bin/seal}
 SELF_EDITS=../shared/data/seal-reference/selfedits
-common=(--model smollm2-135m --base-precision fp32 --resume --quiet)
+# the runs started before all-linear became the default name their layers
+common=(--model smollm2-135m --base-precision fp32 --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --resume --quiet)
 cpt=(--setting cpt --split eval --n-passages 200 "${common[@]}")
 
 "$SEAL" knowledge eval --condition base "${cpt[@]}" --out "$OUT/cpt/base"

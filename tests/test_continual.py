@@ -65,11 +65,11 @@ def test_run_writes_the_matrix_and_resumes_without_redoing_a_sequence(tmp_path, 
 
     real, calls = continual.run_sequence, []
 
-    def dies_in_second_sequence(loop, items, config, sampling, sequence, writer):
+    def dies_in_second_sequence(loop, items, config, sampling, sequence, *rest):
         calls.append(sequence)
         if calls == [0, 1]:
             raise KeyboardInterrupt
-        return real(loop, items, config, sampling, sequence, writer)
+        return real(loop, items, config, sampling, sequence, *rest)
 
     monkeypatch.setattr(continual, "run_sequence", dies_in_second_sequence)
     with pytest.raises(KeyboardInterrupt):

@@ -24,7 +24,7 @@ from seal.domains.knowledge.evaluate import (
 )
 from seal.domains.knowledge.prompts import DEFAULT_SELF_EDIT_PROMPT, SELF_EDIT_PROMPTS
 from seal.engine.generation import SamplingConfig
-from seal.engine.lora import BASE_PRECISIONS, LoraConfig
+from seal.engine.lora import BASE_DTYPES, BASE_PRECISIONS, LoraConfig
 from seal.engine.training import TrainConfig
 from seal.executors import KINDS, Executor, ExecutorSpec, make_executor
 from seal.grading import OfflineGrader, calibrate, load_graded
@@ -40,6 +40,7 @@ DATA_HELP = (
     "passages: seal's JSON list, or SQuAD rows as Hugging Face datasets writes them (default: the SQuAD file "
     "of $SEAL_DATA, of `seal data`'s directory, or of ../shared/data)"
 )
+SAVE_ADAPTERS_HELP = "keep every update's adapter in DIR/adapters/ (PEFT's format: peft and vLLM load it)"
 SPLIT_HELP = "default: eval (the paper's 200 evaluation passages) for a file that holds them, else all"
 
 
@@ -79,6 +80,20 @@ def _add_lora_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-rank", type=int, default=defaults.rank)
     parser.add_argument("--lora-alpha", type=int, default=defaults.alpha)
     parser.add_argument(
+        "--target-modules",
+        default=",".join(defaults.target_modules),
+        help="layers that get adapters: all-linear (every linear layer but the output projection), or "
+        "comma-separated names such as q_proj,v_proj (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=defaults.base_dtype,
+        choices=BASE_DTYPES,
+        help="the frozen weights' dtype (adapters stay fp32); auto: the checkpoint's own where the device "
+        "computes in it natively; bf16 halves a large model's memory (default: %(default)s)",
+    )
+    parser.add_argument("--trust-remote-code", action="store_true", help="let a hub model run its own modelling code")
+    parser.add_argument(
         "--base-precision",
         default=defaults.base_precision,
         choices=sorted(BASE_PRECISIONS),
@@ -89,7 +104,14 @@ def _add_lora_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _lora_config(args: argparse.Namespace) -> LoraConfig:
-    return LoraConfig(rank=args.lora_rank, alpha=args.lora_alpha, base_precision=args.base_precision)
+    return LoraConfig(
+        rank=args.lora_rank,
+        alpha=args.lora_alpha,
+        target_modules=tuple(name.strip() for name in args.target_modules.split(",") if name.strip()),
+        base_dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        base_precision=args.base_precision,
+    )
 
 
 def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) -> None:
@@ -115,6 +137,12 @@ def _add_eval_options(parser: argparse.ArgumentParser, parallel: bool = True) ->
         help=f"batches per optimizer step; default: {defaults.train.gradient_accumulation}"
         + cpt % CPT_TRAIN.gradient_accumulation,
     )
+    add(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute activations in the backward pass: less memory for large models, more time",
+    )
     add("--answer-tokens", type=int, default=defaults.answer_tokens, help="closed-book answer length limit")
     add("--grader", default=defaults.grader, choices=GRADERS)
     add(
@@ -134,7 +162,7 @@ def _train_config(args: argparse.Namespace, setting: str) -> TrainConfig:
     defaults = CPT_TRAIN if setting == "cpt" else TrainConfig()
     given = dict(
         learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        gradient_accumulation=args.gradient_accumulation,
+        gradient_accumulation=args.gradient_accumulation, gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     return replace(defaults, **{name: value for name, value in given.items() if value is not None})
 
@@ -170,7 +198,7 @@ def _eval_config(args: argparse.Namespace, **overrides: object) -> EvalConfig:
 def cmd_eval(args: argparse.Namespace) -> None:
     from seal.domains.knowledge.compare import summary_table
 
-    summary = run_eval(_eval_config(args), args.out, args.resume, not args.quiet, _executor(args))
+    summary = run_eval(_eval_config(args), args.out, args.resume, not args.quiet, _executor(args), args.save_adapters)
     print(summary_table([summary]))
     print(f"\nrun directory: {args.out}")
 
@@ -248,7 +276,9 @@ def cmd_continual(args: argparse.Namespace) -> None:
     evaluation = _eval_config(args, condition="self-edit")
     config = ContinualConfig(args.sequences, args.steps, args.strategy, args.replay_ratio, args.seed)
     executor = _executor(args, parallel=1)  # a sequence is one update at a time; sequences spread over workers
-    summary = run_continual(evaluation, config, args.out, args.policy, args.resume, not args.quiet, executor)
+    summary = run_continual(
+        evaluation, config, args.out, args.policy, args.resume, not args.quiet, executor, args.save_adapters
+    )
     width = max(map(len, MEASURES))
     for name, meaning in MEASURES.items():
         lo, hi = summary[f"{name}_ci95"]
@@ -400,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--policy", help="--setting cpt: the model that writes the self-edits (default: --model)")
     evaluate.add_argument("--out", required=True, help="run directory")
+    evaluate.add_argument("--save-adapters", action="store_true", help=SAVE_ADAPTERS_HELP)
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--split", choices=SPLITS, help=SPLIT_HELP)
     evaluate.add_argument("--n-passages", type=int)
@@ -454,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.set_defaults(run=cmd_grade_calibration)
     continual = domains.add_parser("continual", help="sequential self-edits on eval passages: forgetting")
     continual.add_argument("--out", required=True, help="run directory")
+    continual.add_argument("--save-adapters", action="store_true", help=SAVE_ADAPTERS_HELP)
     continual.add_argument("--data", help=DATA_HELP)
     continual.add_argument("--split", choices=SPLITS, help=SPLIT_HELP)
     continual_defaults = ContinualConfig()

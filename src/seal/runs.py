@@ -39,6 +39,9 @@ ADDED_SETTINGS: dict[str, Any] = {
     "policy": None,
     "gradient_accumulation": 1,
     "constrain": False,
+    "gradient_checkpointing": False,
+    "base_dtype": "fp32",
+    "trust_remote_code": False,
 }
 _ABSENT = object()
 

@@ -23,10 +23,37 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seal.engine.generation import SamplingConfig, generate
-from seal.engine.lora import BASE_PRECISIONS, LoraConfig, MultiLoraLinear
+from seal.engine.lora import ALL_LINEAR, BASE_PRECISIONS, LoraConfig, MultiLoraLinear
 from seal.engine.routing import Routing, RoutingState, by_slot
 from seal.engine.training import Adapter, Checkpoint, TrainJob, TrainStats, train_jobs
 from seal.models.adapters import save_adapter
+
+
+def adapted_layers(model: PreTrainedModel, target_modules: Sequence[str]) -> list[tuple[str, nn.Linear]]:
+    """The layers ``target_modules`` name, by module path: ``all-linear`` is every ``nn.Linear`` but the
+    output projection. Anything else is refused before a layer is wrapped, so the model stays as it
+    was: a name matching no module, a module that is not a linear layer (e.g. GPT-2's fused ``Conv1D``),
+    or the output projection."""
+    head = model.get_output_embeddings()
+    modules = list(model.named_modules())
+    if target_modules == (ALL_LINEAR,):
+        targets = [(n, m) for n, m in modules if isinstance(m, nn.Linear) and m is not head]
+        if not targets:
+            raise ValueError("--target-modules all-linear: the model has no linear layer besides its output projection")
+        return targets
+    targets: dict[str, nn.Linear] = {}
+    for wanted in target_modules:
+        matches = {n: m for n, m in modules if n.rsplit(".", 1)[-1] == wanted}
+        if not matches:
+            raise ValueError(f"--target-modules: no module named {wanted!r} in the model")
+        for name, module in matches.items():
+            if module is head:
+                raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
+            if not isinstance(module, nn.Linear):
+                kind = type(module).__name__
+                raise ValueError(f"--target-modules: {name} is a {kind}, not a linear layer we can adapt")
+        targets |= matches
+    return [(n, m) for n, m in modules if n in targets]  # in the model's order
 
 
 class LoraBank:
@@ -38,27 +65,21 @@ class LoraBank:
         tokenizer: PreTrainedTokenizerBase,
         lora: LoraConfig = LoraConfig(),
         n_slots: int = 1,
+        name: str | None = None,
     ):
+        """``name``: the model's name as seal knows it (``--model``), which saved adapters record as their base."""
         if n_slots < 1:
             raise ValueError(f"a LoRA bank needs at least one slot, got {n_slots}")
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self.model = model
         self.tokenizer = tokenizer
+        self.name = name or model.name_or_path
         self.lora = lora
         self.n_slots = n_slots
         self._routing = RoutingState()
         self._unmerged: list[torch.Tensor] | None = None  # base weights before the first merge
-        targets = [
-            (name, module)
-            for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in lora.target_modules
-        ]
-        if not targets:
-            raise ValueError(f"no linear layer named {', '.join(lora.target_modules)} in the model")
-        for name, module in targets:  # checked before any layer is wrapped, so a refusal leaves the model as it was
-            if module is model.get_output_embeddings():
-                raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
+        targets = adapted_layers(model, lora.target_modules)
         _, backward_dtype = BASE_PRECISIONS[lora.base_precision]
         head = model.get_output_embeddings().weight
         # the loss's gradient through the frozen output projection multiplies in the backward precision
@@ -162,9 +183,9 @@ class LoraBank:
                 layer.restore(weight)
         self._unmerged = None
 
-    def save_adapter(self, slot: int, directory: str | Path, base_model: str) -> None:
-        """Adapter ``slot`` as a PEFT LoRA adapter of ``base_model`` (bf16 factors; :mod:`seal.models.adapters`)."""
-        save_adapter(directory, self.adapter(slot), self.lora.rank, self.lora.alpha, base_model)
+    def save_adapter(self, slot: int, directory: str | Path) -> None:
+        """Adapter ``slot`` as a PEFT LoRA adapter of this bank's model (bf16 factors; :mod:`seal.models.adapters`)."""
+        save_adapter(directory, self.adapter(slot), self.lora.rank, self.lora.alpha, self.name)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """The base model (with whatever was merged into it) as a plain transformers checkpoint."""

@@ -16,7 +16,8 @@ from torch import nn
 from seal.engine.routing import Routing, RoutingState, segment_matmul
 from seal.machine import default_device, has_native_bf16
 
-ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ALL_LINEAR = "all-linear"
+BASE_DTYPES = ("auto", "fp32", "bf16", "fp16")
 BASE_PRECISIONS = {
     "fp32": (None, None),
     "bf16": (torch.bfloat16, torch.bfloat16),
@@ -33,12 +34,21 @@ def default_base_precision() -> str:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """Shape of the adapter. Defaults follow the SEAL paper's knowledge-incorporation runs."""
+    """The adapted model: how its frozen base is loaded and multiplies, and the adapters' shape (as
+    TRL's ``ModelConfig`` groups them). Defaults follow the SEAL paper's knowledge-incorporation runs."""
 
     rank: int = 32
     alpha: int = 64
     dropout: float = 0.0
-    target_modules: tuple[str, ...] = ALL_PROJECTIONS
+    target_modules: tuple[str, ...] = (ALL_LINEAR,)
+    """Names of the linear layers that get adapters (the last part of the module path, e.g. ``q_proj``),
+    or ``all-linear``: every linear layer of the model but its output projection, as PEFT means it."""
+    base_dtype: str = "fp32"
+    """How the frozen weights are held: ``fp32``, ``bf16`` or ``fp16`` (half the memory or less; on a
+    GPU with bf16 units, ``bf16`` needs no separate bf16 copy), or ``auto``: the checkpoint's own dtype
+    where the device computes in it natively, else fp32. Adapters are fp32 whatever the base."""
+    trust_remote_code: bool = False
+    """Let a hub model run its own modelling code (only for models you trust)."""
     base_precision: str = field(default_factory=default_base_precision)
     """How the frozen projections multiply, wherever the bank's model runs (training, answering,
     writing self-edits): ``fp32``; ``bf16`` through a bf16 copy of each loaded weight (the default
@@ -53,6 +63,10 @@ class LoraConfig:
             raise ValueError(f"LoRA rank must be >= 1 and alpha > 0, got rank={self.rank} alpha={self.alpha}")
         if self.base_precision not in BASE_PRECISIONS:
             raise ValueError(f"base precision must be one of {', '.join(BASE_PRECISIONS)}, got {self.base_precision!r}")
+        if self.base_dtype not in BASE_DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(BASE_DTYPES)}, got {self.base_dtype!r}")
+        if not self.target_modules or (ALL_LINEAR in self.target_modules and len(self.target_modules) > 1):
+            raise ValueError(f"--target-modules: {ALL_LINEAR}, or names of linear layers, got {self.target_modules}")
 
 
 class _LowPrecisionInputGradient(torch.autograd.Function):
@@ -79,13 +93,12 @@ class MultiLoraLinear(nn.Module):
         self.base = base
         self.scaling = lora.alpha / lora.rank
         self.dropout = nn.Dropout(lora.dropout)
+        fp32 = {"dtype": torch.float32, "device": base.weight.device}  # adapters in fp32, whatever the base
         self.lora_a = nn.ParameterList(
-            nn.Parameter(base.weight.new_zeros(base.in_features, lora.rank), requires_grad=False)
-            for _ in range(n_slots)
+            nn.Parameter(torch.zeros(base.in_features, lora.rank, **fp32), requires_grad=False) for _ in range(n_slots)
         )
         self.lora_b = nn.ParameterList(
-            nn.Parameter(base.weight.new_zeros(lora.rank, base.out_features), requires_grad=False)
-            for _ in range(n_slots)
+            nn.Parameter(torch.zeros(lora.rank, base.out_features, **fp32), requires_grad=False) for _ in range(n_slots)
         )
         self._routing = routing
         forward_dtype, backward_dtype = BASE_PRECISIONS[lora.base_precision]
@@ -161,10 +174,10 @@ class MultiLoraLinear(nn.Module):
         tokens_per_row = h[0].numel() // h.shape[-1]
         tokens = h.reshape(-1, h.shape[-1])
         a, b = routing.segment_weights(self, lambda: self._segment_weights(routing))
-        # scaled at rank width, where it is cheapest
-        low_rank = segment_matmul(tokens, a, routing, tokens_per_row) * self.scaling
+        # scaled at rank width, where it is cheapest; in the adapters' fp32 (a bf16 base casts here)
+        low_rank = segment_matmul(tokens.to(a.dtype), a, routing, tokens_per_row) * self.scaling
         delta = segment_matmul(low_rank, b, routing, tokens_per_row).view(*h.shape[:-1], -1)
         if not routing.is_sorted:
             delta = delta[routing.inverse]
         # in place: the frozen product's output is fresh and its backward does not need it
-        return out.add_(delta.view(out.shape))
+        return out.add_(delta.view(out.shape).to(out.dtype))

@@ -21,15 +21,16 @@ class BankHolder:
         self._loaded: tuple[tuple[str, LoraConfig], LoraBank] | None = None
 
     def bank(self) -> LoraBank:
-        from seal.models import load_model
+        from seal.models.loading import load_base
 
         if self.wanted is None:
             raise RuntimeError("no model chosen: call use(model, lora) before map()")
         if self._loaded is None or self._loaded[0] != self.wanted:
             self._loaded = None  # free the old weights before loading the new ones
             model, lora = self.wanted
-            loaded = load_model(model)
-            self._loaded = (self.wanted, LoraBank(loaded.model, loaded.tokenizer, lora, n_slots=self.parallel))
+            loaded = load_base(model, lora)
+            bank = LoraBank(loaded.model, loaded.tokenizer, lora, n_slots=self.parallel, name=model)
+            self._loaded = (self.wanted, bank)
         return self._loaded[1]
 
     def release(self) -> None:

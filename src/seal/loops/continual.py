@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from seal.domain import Rejection
@@ -53,11 +54,13 @@ def run_sequence(
     sampling: SamplingConfig,
     sequence: int,
     writer: Any | None = None,
+    save_to: Path | None = None,
 ) -> list[dict[str, Any]]:
     """All steps of one sequence on ``loop``'s model (changed in place); one record per step.
 
     ``writer`` is a model that writes the self-edits without being updated (e.g. a ReST-EM policy);
-    by default the model being updated writes its own, as in the paper.
+    by default the model being updated writes its own, as in the paper. With ``save_to``, each step's
+    adapter is saved to ``save_to/step-K`` before it is merged.
     """
     domain, bank = loop.domain, loop.bank
     ids = [domain.item_id(item) for item in items]
@@ -79,6 +82,8 @@ def run_sequence(
             n_replay = min(len(replayable), round(config.replay_ratio * len(update.examples)))
             rehearsal = rng.sample(replayable, n_replay) if config.strategy == "replay" else []
             (stats,) = bank.train([TrainJob(0, [*update.examples, *rehearsal], update.train, seed)])
+            if save_to:
+                bank.save_adapter(0, save_to / f"step-{step}")
             bank.merge(0)
             replayable.extend(update.examples)
             record.update(rejected=None, replayed=len(rehearsal), train_tokens=stats.tokens)

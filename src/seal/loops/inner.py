@@ -12,6 +12,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -31,11 +32,13 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Job:
-    """Score ``item`` after ``update`` (None: the model as it is), trained with ``seed``."""
+    """Score ``item`` after ``update`` (None: the model as it is), trained with ``seed``; with
+    ``save_to``, the trained adapter is also saved there (PEFT's format)."""
 
     item: Any
     update: Update | Rejection | None
     seed: int
+    save_to: Path | None = None
 
 
 @dataclass
@@ -143,6 +146,9 @@ class InnerLoop:
                 slots.append(len(train_jobs))
                 train_jobs.append(TrainJob(len(train_jobs), job.update.examples, job.update.train, job.seed))
         stats = self.bank.train(train_jobs)
+        for job, slot in zip(jobs, slots):
+            if job.save_to and slot is not None:
+                self.bank.save_adapter(slot, job.save_to)
         started = time.perf_counter()
         answers = self._answer(jobs, slots)
         answer_share = (time.perf_counter() - started) / len(jobs)

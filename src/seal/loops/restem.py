@@ -34,8 +34,8 @@ from seal.engine.training import TrainConfig, TrainingExample, TrainJob
 from seal.executors import Executor
 from seal.loops.inner import Outcome
 from seal.loops.scoring import Chunk, Unit, chunks, errored_units, score_units, unit_key
-from seal.models import load_model
 from seal.models.adapters import is_adapter_dir, read_adapter
+from seal.models.loading import load_base
 from seal.runs import AppendOnlyLog, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -207,9 +207,9 @@ def improve_policy(
     examples = [TrainingExample(r["prompt"], r["self_edit"], chat=True) for r in kept]
     seed = unit_seed(config.seed, round_index, "sft")
     description = f"round {round_index}: SFT on {len(examples)} self-edits" if progress else None
-    loaded = load_model(base_model)
-    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora)
+    loaded = load_base(base_model, config.lora)
+    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, name=base_model)
     initial = read_adapter(previous)[1] if previous else None
     (stats,) = bank.train([TrainJob(0, examples, config.sft, seed, initial=initial)], progress=description)
     write_json_atomic(target.parent / "sft.json", {"n_examples": len(examples), **asdict(stats)})
-    bank.save_adapter(0, target, base_model)
+    bank.save_adapter(0, target)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
@@ -40,6 +41,7 @@ class Unit:
     update: Update | Rejection | None
     seeds: tuple[int, ...]
     fields: dict[str, Any] = field(default_factory=dict)
+    save_to: Path | None = None  # where the update's adapter (of its first seed) is saved, if anywhere
 
 
 MakeUnits = Callable[[LoraBank, Chunk], list[Unit]]
@@ -95,7 +97,8 @@ def _score_chunk(
 ) -> list[tuple[str, list[dict[str, Any]]]]:
     """On a worker: make the chunk's units, score them together, return each unit's records."""
     units = make_units(bank, chunk)
-    outcomes = iter(InnerLoop(bank, domain).evaluate([Job(u.item, u.update, seed) for u in units for seed in u.seeds]))
+    jobs = [Job(u.item, u.update, seed, u.save_to if i == 0 else None) for u in units for i, seed in enumerate(u.seeds)]
+    outcomes = iter(InnerLoop(bank, domain).evaluate(jobs))
     return [(u.key, to_records(u, [next(outcomes) for _ in u.seeds])) for u in units]
 
 
@@ -122,13 +125,15 @@ def score_candidates(
     label: dict[str, Any],
     describe: Callable[[Any], dict[str, Any]],
     progress: bool = True,
+    save_adapters: bool = False,
 ) -> None:
     """Score ``k`` candidates per item into ``run``, one record per detail (e.g. per question).
 
     Nothing is loaded if every unit is finished. ``candidates(bank, item)`` runs only for items with
     unfinished units and must return the same candidates every time (seeded), so a resumed run
     scores exactly what an uninterrupted one would. ``label`` is copied into every record (e.g. the
-    condition), ``describe(item)`` into the item's records (e.g. its id and title).
+    condition), ``describe(item)`` into the item's records (e.g. its id and title). With
+    ``save_adapters``, each unit's trained adapter goes to ``run/adapters/<item>-<index>/``.
     """
     done = run.completed_units() - errored_units(run.results)
     work = [(item, [i for i in range(k) if unit_key(domain.item_id(item), i) not in done]) for item in items]
@@ -136,9 +141,11 @@ def score_candidates(
     if not work:
         return
     executor.use(model, lora)
+    adapters = run.path / "adapters" if save_adapters else None
     make_units = partial(
-        _candidate_units, domain=domain, candidates=candidates, seed=seed, label=label, describe=describe
-    )
+        _candidate_units,
+        domain=domain, candidates=candidates, seed=seed, label=label, describe=describe, adapters=adapters,
+    )  # fmt: skip
     total = len(items) * k
     initial = total - sum(len(pending) for _, pending in work)
     work_chunks = chunks(work, k, executor.spec.parallel)
@@ -154,6 +161,7 @@ def _candidate_units(
     seed: int,
     label: dict[str, Any],
     describe: Callable[[Any], dict[str, Any]],
+    adapters: Path | None,
 ) -> list[Unit]:
     units = []
     for item, pending in chunk:
@@ -163,7 +171,8 @@ def _candidate_units(
             self_edit, update = options[index]
             fields = {**describe(item), **label, "self_edit_index": index, "self_edit": self_edit}
             seeds = (unit_seed(seed, item_id, index, "train"),)
-            units.append(Unit(unit_key(item_id, index), item, update, seeds, fields))
+            save_to = adapters / f"{item_id}-{index}" if adapters else None
+            units.append(Unit(unit_key(item_id, index), item, update, seeds, fields, save_to))
     return units
 
 

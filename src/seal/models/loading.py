@@ -34,7 +34,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from seal.machine import default_device
+from seal.engine.lora import LoraConfig
+from seal.machine import default_device, has_native_bf16
 from seal.models.adapters import adapter_config, is_adapter_dir, merge_adapter
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def resolve_model_dir(name: str) -> str:
     return name
 
 
-def check_model(name: str) -> None:
+def check_model(name: str, trust_remote_code: bool = False) -> None:
     """Stop with one :class:`ModelLoadError` line, before a run writes anything, if ``name`` cannot be a
     model: a local directory must hold a transformers ``config.json`` and safetensors or plain-tensor
     weights (or be a PEFT adapter whose base model checks out); another name must be a hub id whose
@@ -93,14 +94,13 @@ def check_model(name: str) -> None:
     source = Path(resolve_model_dir(name))
     if not source.is_dir():
         try:
-            AutoConfig.from_pretrained(name)
+            AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
-            raise ModelLoadError(
-                f"cannot load model {name!r}: not a local directory, and {_first_line(error)}"
-            ) from None
+            hint = "; pass --trust-remote-code if you trust it" if "custom code" in str(error) else ""
+            raise ModelLoadError(f"cannot load model {name!r}: {_first_line(error)}{hint}") from None
         return
     if is_adapter_dir(source):
-        check_model(adapter_config(source)["base_model_name_or_path"])
+        check_model(adapter_config(source)["base_model_name_or_path"], trust_remote_code)
         return
     if not (source / "config.json").is_file():
         raise ModelLoadError(f"model directory {name!r} holds no config.json: not a transformers checkpoint")
@@ -115,20 +115,20 @@ def check_model(name: str) -> None:
                 ) from None
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer of a model (of its base model, for an adapter), without loading its weights."""
     source = resolve_model_dir(name)
     if is_adapter_dir(source):
-        return load_tokenizer(adapter_config(source)["base_model_name_or_path"])
-    return AutoTokenizer.from_pretrained(source)
+        return load_tokenizer(adapter_config(source)["base_model_name_or_path"], trust_remote_code)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
-def context_length(name: str) -> int:
+def context_length(name: str, trust_remote_code: bool = False) -> int:
     """How many tokens (prompt and generated) the model attends to at most."""
     source = resolve_model_dir(name)
     if is_adapter_dir(source):
-        return context_length(adapter_config(source)["base_model_name_or_path"])
-    return int(AutoConfig.from_pretrained(source).max_position_embeddings)
+        return context_length(adapter_config(source)["base_model_name_or_path"], trust_remote_code)
+    return int(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).max_position_embeddings)
 
 
 def _first_line(error: BaseException) -> str:
@@ -136,28 +136,58 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None = None) -> LoadedModel:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def weights_dtype(dtype: str, source: str, device: str, trust_remote_code: bool = False) -> torch.dtype:
+    """``dtype`` by name; ``auto``: the checkpoint's own where ``device`` computes in it natively (bf16
+    with bf16 units, fp16 on a GPU), else fp32."""
+    if dtype != "auto":
+        return DTYPES[dtype]
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    stored = getattr(torch, stored) if isinstance(stored, str) else stored
+    native = {torch.bfloat16: has_native_bf16(device), torch.float16: device == "cuda"}
+    return stored if native.get(stored) else torch.float32
+
+
+def load_model(
+    name: str, dtype: str = "fp32", device: str | None = None, trust_remote_code: bool = False
+) -> LoadedModel:
     """Load a model and tokenizer by seal name, local directory or hub id, in eval mode, on ``device``
-    (default: :func:`default_device`)."""
+    (default: :func:`default_device`), its weights in ``dtype`` (:func:`weights_dtype`); a hub model's
+    own code runs only with ``trust_remote_code``."""
     source = resolve_model_dir(name)
+    device = device or default_device()
     if is_adapter_dir(source):  # a LoRA adapter (e.g. a ReST-EM policy): its base model with the update merged in
-        base = load_model(adapter_config(source)["base_model_name_or_path"], dtype, device)
+        base = load_model(adapter_config(source)["base_model_name_or_path"], dtype, device, trust_remote_code)
         merge_adapter(base.model, source)
         return LoadedModel(model=base.model, tokenizer=base.tokenizer, name=name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=weights_dtype(dtype, source, device, trust_remote_code),
+            trust_remote_code=trust_remote_code,
+        )
     except OSError as error:
         raise ModelLoadError(
             f"cannot load model {name!r}: not {EMBEDDED_MODEL!r}, {TINY_RANDOM_MODEL!r} or a local checkpoint, "
             f"and the hub could not provide it ({_first_line(error)})"
         ) from error
     except (ValueError, pickle.UnpicklingError) as error:
-        raise ModelLoadError(f"cannot load model {name!r}: {_first_line(error)}") from error
+        hint = "; pass --trust-remote-code if you trust it" if "custom code" in str(error) else ""
+        raise ModelLoadError(f"cannot load model {name!r}: {_first_line(error)}{hint}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device or default_device()).eval()
+    model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def load_base(name: str, lora: LoraConfig, device: str | None = None) -> LoadedModel:
+    """The model an adapter bank of ``lora``'s settings wraps: weights in its ``base_dtype``, remote code
+    only if it trusts it."""
+    return load_model(name, lora.base_dtype, device, lora.trust_remote_code)
 
 
 def _materialise(target: Path, build: Callable[[Path], None]) -> Path:

@@ -81,7 +81,7 @@ def run_arc_eval(
 ) -> dict:
     """Score one condition into ``out`` (one record per test input per configuration); returns the summary."""
     tasks = select_tasks(config)
-    check_model(config.model)
+    check_model(config.model, config.lora.trust_remote_code)
     run = RunDirectory(out)
     run.start({"task": "arc-eval", **asdict(config)}, resume)
     domain = ArcDomain(config.budget, SELF_EDIT_SCHEMA if config.constrain else None)
@@ -164,7 +164,7 @@ def run_arc_train(
         raise ValueError(
             f"--tasks and --eval-tasks share {len(overlap)} task(s), first {overlap[0]}: never train on them"
         )
-    check_model(config.model)
+    check_model(config.model, config.lora.trust_remote_code)
     record = {"task": "arc-train", "evaluation": asdict(config), "restem": asdict(restem), "train_tasks": train_tasks}
     RunDirectory(out).start(record, resume)
 

@@ -30,10 +30,12 @@ from seal.domains.knowledge.evaluate import EvalConfig, check_prompt_lengths, ma
 from seal.domains.knowledge.prompts import SELF_EDIT_PROMPTS
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.continual import ContinualConfig, run_sequence
 from seal.loops.inner import InnerLoop
-from seal.models import check_model, load_model
+from seal.models import check_model
+from seal.models.loading import load_base
 from seal.runs import RunDirectory, write_json_atomic
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
 
@@ -55,8 +57,10 @@ def run_continual(
     resume: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
+    save_adapters: bool = False,
 ) -> dict[str, Any]:
-    """Every sequence not yet finished, then matrix.json, summary.json and the plots; returns the summary."""
+    """Every sequence not yet finished, then matrix.json, summary.json and the plots; returns the summary.
+    With ``save_adapters``, each step's adapter is kept in ``out/adapters/sequence-S/step-K/``."""
     run = RunDirectory(out)
     sequences = passage_sequences(evaluation, config)
     record = {
@@ -67,16 +71,20 @@ def run_continual(
         "self_edit_prompt_text": SELF_EDIT_PROMPTS[evaluation.self_edit_prompt],
     }
     for model in filter(None, (evaluation.model, policy)):
-        check_model(model)
+        check_model(model, evaluation.lora.trust_remote_code)
     domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
     used = list({p.id: p for sequence in sequences for p in sequence}.values())
-    check_prompt_lengths(used, domain, policy or evaluation.model, evaluation.sampling.max_new_tokens)
+    writer = policy or evaluation.model
+    check_prompt_lengths(used, domain, writer, evaluation.sampling.max_new_tokens, evaluation.lora.trust_remote_code)
     run.start(record, resume)
     done = run.completed_units()
     work = [(s, sequences[s]) for s in range(config.sequences) if f"sequence-{s}" not in done]
     executor = executor or make_executor(ExecutorSpec(parallel=1))
     executor.use(evaluation.model, evaluation.lora)
-    task = partial(_sequence_task, domain=domain, config=config, sampling=evaluation.sampling, policy=policy)
+    adapters = Path(out) / "adapters" if save_adapters else None
+    task = partial(
+        _sequence_task, domain=domain, config=config, sampling=evaluation.sampling, policy=policy, adapters=adapters
+    )
     description = f"continual ({config.strategy})"
     initial = config.sequences - len(work)
     with tqdm(total=config.sequences, initial=initial, desc=description, disable=not progress, unit="sequence") as bar:
@@ -97,17 +105,19 @@ def _sequence_task(
     config: ContinualConfig,
     sampling: SamplingConfig,
     policy: str | None,
+    adapters: Path | None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """On a worker: one whole sequence, from the weights as loaded."""
     sequence, passages = work
     bank.restore()
-    writer = _writer(policy) if policy else None
-    return sequence, run_sequence(InnerLoop(bank, domain), passages, config, sampling, sequence, writer)
+    writer = _writer(policy, bank.lora) if policy else None
+    save_to = adapters / f"sequence-{sequence}" if adapters else None
+    return sequence, run_sequence(InnerLoop(bank, domain), passages, config, sampling, sequence, writer, save_to)
 
 
 @lru_cache(maxsize=1)
-def _writer(policy: str) -> Any:
-    return load_model(policy).model
+def _writer(policy: str, lora: LoraConfig) -> Any:
+    return load_base(policy, lora).model
 
 
 def accuracy_matrices(records: list[dict[str, Any]], steps: int) -> np.ndarray:

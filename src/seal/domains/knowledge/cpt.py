@@ -31,7 +31,7 @@ from seal.engine.generation import SamplingConfig, render_prompt, sample
 from seal.engine.training import Checkpoint, TrainingExample, TrainJob
 from seal.loops.inner import is_out_of_memory
 from seal.machine import peak_memory_mb
-from seal.models import load_model
+from seal.models.loading import load_base
 from seal.runs import AppendOnlyLog, RunDirectory, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -55,8 +55,8 @@ def run_cpt(
     pending = [p for p in passages if p.id not in done]
     if not pending:
         return
-    loaded = load_model(config.model)
-    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora)
+    loaded = load_base(config.model, config.lora)
+    bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, name=config.model)
     slot = None
     if config.condition != "base":
         self_edits = _self_edits(config, passages, domain, bank, run.path, progress)
@@ -108,7 +108,7 @@ def _self_edits(
     missing = [p for p in passages if p.id not in written]
     if missing:
         # the bank's model, outside a routed block, is the untouched model
-        writer = load_model(config.policy) if config.policy else bank
+        writer = load_base(config.policy, config.lora) if config.policy else bank
         for passage in tqdm(missing, desc="self-edits", disable=not progress):
             seed = unit_seed(config.seed, passage.id, "sample")
             prompt = domain.prompt(passage)
@@ -132,6 +132,6 @@ def _train(bank: LoraBank, documents: list[TrainingExample], config: EvalConfig,
             ) from error
         raise
     if training_record(out) is None:
-        bank.save_adapter(0, out / "adapter", config.model)
+        bank.save_adapter(0, out / "adapter")
         memory = {"peak_memory_mb": peak_memory_mb(bank.model.device.type)}
         write_json_atomic(out / TRAINING_RECORD, {"documents": len(documents), **asdict(stats), **memory})

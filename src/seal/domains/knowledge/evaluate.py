@@ -123,10 +123,12 @@ def make_domain(config: EvalConfig) -> KnowledgeDomain:
     )
 
 
-def check_prompt_lengths(passages: list[Passage], domain: KnowledgeDomain, model: str, max_new_tokens: int) -> None:
+def check_prompt_lengths(
+    passages: list[Passage], domain: KnowledgeDomain, model: str, max_new_tokens: int, trust_remote_code: bool = False
+) -> None:
     """Refuse, before any model work, a passage whose self-edit prompt leaves no room in the model's
     context for the self-edit (``--max-tokens``): it would be cut, or take hours to fail."""
-    tokenizer, limit = load_tokenizer(model), context_length(model)
+    tokenizer, limit = load_tokenizer(model, trust_remote_code), context_length(model, trust_remote_code)
     for passage in passages:
         tokens = len(tokenize_prompt(tokenizer, render_prompt(tokenizer, domain.prompt(passage))))
         if tokens + max_new_tokens > limit:
@@ -171,19 +173,24 @@ def run_eval(
     resume: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
+    save_adapters: bool = False,
 ) -> dict[str, Any]:
     """Run one condition into ``out``; returns the summary. Completed units are skipped on resume.
+    With ``save_adapters``, every update's adapter is kept in ``out/adapters/`` (PEFT's format; the CPT
+    setting always keeps its one update in ``out/adapter/``).
 
     Where and how many updates at a time run is the ``executor``'s business (default: in this
     process, 4 at a time); it changes the speed, not the numbers, so it is not part of the config.
     """
     config = with_split(config)
     passages = select_passages(config)
+    trusted = config.lora.trust_remote_code
     for model in filter(None, (config.model, config.policy)):
-        check_model(model)
+        check_model(model, trusted)
     domain = make_domain(config)  # a judge that cannot be reached stops the run before anything is written
     if config.condition == "self-edit":
-        check_prompt_lengths(passages, domain, config.policy or config.model, config.sampling.max_new_tokens)
+        writer = config.policy or config.model
+        check_prompt_lengths(passages, domain, writer, config.sampling.max_new_tokens, trusted)
     run = RunDirectory(out)
     if config.setting == "cpt":  # one update on every passage: more passages would be another update
         run.start(config_record(config), resume)
@@ -207,6 +214,7 @@ def run_eval(
         label={"condition": config.condition},
         describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
         progress=progress,
+        save_adapters=save_adapters,
     )
     selected = {p.id for p in passages}
     summary = summarise([r for r in run.records() if r["passage_id"] in selected], config)

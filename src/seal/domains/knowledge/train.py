@@ -26,7 +26,8 @@ from seal.domains.knowledge.sources import resolve_data
 from seal.engine.generation import sample
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.restem import RestEMConfig, policy_dir, run_restem
-from seal.models import check_model, load_model
+from seal.models import check_model
+from seal.models.loading import load_base
 from seal.runs import RunDirectory, write_json_atomic
 from seal.seeding import unit_seed
 
@@ -72,9 +73,10 @@ def run_train(
     evaluation = replace(config.evaluation, condition="self-edit")
     passages = training_passages(config)
     held_out = select_passages(evaluation)  # the evaluation data, validated before any model work
-    check_model(evaluation.model)
+    check_model(evaluation.model, evaluation.lora.trust_remote_code)
     domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
-    check_prompt_lengths(passages + held_out, domain, evaluation.model, evaluation.sampling.max_new_tokens)
+    limit = evaluation.sampling.max_new_tokens
+    check_prompt_lengths(passages + held_out, domain, evaluation.model, limit, evaluation.lora.trust_remote_code)
     RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
     executor = executor or make_executor(ExecutorSpec())
 
@@ -102,7 +104,7 @@ def write_examples(out: Path, evaluation: EvalConfig, domain: KnowledgeDomain, r
     passage = select_passages(replace(evaluation, n_passages=1))[0]
     examples = {"passage": {"title": passage.title, "context": passage.context}, "by_round": {}}
     for round_index, model in ((0, evaluation.model), (rounds, str(policy_dir(out, rounds)))):
-        loaded = load_model(model)
+        loaded = load_base(model, evaluation.lora)
         seed = unit_seed(evaluation.seed, "examples", passage.id)
         texts = sample(loaded.model, loaded.tokenizer, domain.prompt(passage), N_EXAMPLES, evaluation.sampling, seed)
         examples["by_round"][str(round_index)] = texts
