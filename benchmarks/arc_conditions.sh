@@ -13,14 +13,14 @@ OUT=${2:-benchmarks/results/arc_conditions}
 SEAL=${SEAL:-.venv/bin/seal}
 PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
 # ... and predate all-linear as the default target: they name their layers
-TARGETS=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+TARGETS="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
 RESULT=benchmarks/results/arc_conditions.txt
 # the committed runs predate constrained configurations: free text, at most 96 tokens
-common=(--model "$MODEL" --base-precision "$PRECISION" --target-modules "$TARGETS" --max-grid 6 --max-train-tokens 6000 --k 4 --no-constrain
-        --max-tokens 96 --resume --quiet)
+common=(--model "$MODEL" --lora.base_precision "$PRECISION" --lora.target_modules "$TARGETS" --max_grid 6
+        --budget.max_train_tokens 6000 --k 4 --constrain false --sampling.max_new_tokens 96 --resume --quiet)
 
 "$SEAL" arc eval --condition icl --tasks arc1-eval "${common[@]}" --out "$OUT/icl" > /dev/null
-"$SEAL" arc train --rounds 1 --tasks seal-train --eval-tasks arc1-eval "${common[@]}" --out "$OUT/train" > /dev/null
+"$SEAL" arc train --restem.rounds 1 --train_tasks seal-train --tasks arc1-eval "${common[@]}" --out "$OUT/train" > /dev/null
 "$SEAL" arc eval --condition oracle --tasks arc1-eval "${common[@]}" --out "$OUT/oracle" > /dev/null
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ)  benchmarks/arc_conditions.sh $MODEL $OUT"

@@ -12,14 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/arc_table1}
 SEAL=${SEAL:-.venv/bin/seal}
-common=(--model smollm2-135m --base-precision fp32 --max-train-tokens 6000 --k 8 --resume --quiet)
-small=(--tasks arc1-eval --max-grid 6)
-seal_eval=(--tasks seal-eval --max-grid 10)
+common=(--model smollm2-135m --lora.base_precision fp32 --budget.max_train_tokens 6000 --k 8 --resume --quiet)
+small=(--tasks arc1-eval --max_grid 6)
+seal_eval=(--tasks seal-eval --max_grid 10)
 
 "$SEAL" arc eval --condition icl "${small[@]}" "${common[@]}" --out "$OUT/a/icl" > /dev/null
 "$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" --out "$OUT/a/oracle" > /dev/null
-"$SEAL" arc train "${common[@]}" --rounds 2 --tasks seal-train,arc1-train --max-grid 6 --eval-tasks arc1-eval \
-  --executor ray --workers 2 --parallel 4 --out "$OUT/a/train" > /dev/null
+"$SEAL" arc train "${common[@]}" --restem.rounds 2 --train_tasks seal-train,arc1-train "${small[@]}" \
+  --executor.kind ray --executor.workers 2 --executor.parallel 4 --out "$OUT/a/train" > /dev/null
 
 policy="$OUT/a/train/round-2/policy"
 "$SEAL" arc eval --condition icl "${seal_eval[@]}" "${common[@]}" --out "$OUT/b/icl" > /dev/null

@@ -14,15 +14,16 @@ WORKERS=${3:-2}
 SEAL=${SEAL:-.venv/bin/seal}
 PRECISION=${PRECISION:-fp32}  # the committed runs were made in fp32 (before bf16 became the default on bf16 hardware)
 # ... and predate all-linear as the default target: they name their layers
-TARGETS=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+TARGETS="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
 RESULT=$OUT.txt
-common=(--model "$MODEL" --base-precision "$PRECISION" --target-modules "$TARGETS" --sequences 8 --steps 8 --executor ray --workers "$WORKERS" --resume --quiet)
+common=(--model "$MODEL" --lora.base_precision "$PRECISION" --lora.target_modules "$TARGETS" --continual.sequences 8
+        --continual.steps 8 --executor.kind ray --executor.workers "$WORKERS" --resume --quiet)
 
 for strategy in merge replay; do
-  "$SEAL" continual --strategy "$strategy" "${common[@]}" --out "$OUT/$strategy"
+  "$SEAL" knowledge continual --continual.strategy "$strategy" "${common[@]}" --out "$OUT/$strategy"
 done
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ)  benchmarks/continual.sh $MODEL $OUT $WORKERS"
-  "$SEAL" continual-compare "$OUT/merge" "$OUT/replay"
+  "$SEAL" knowledge continual-compare "$OUT/merge" "$OUT/replay"
 } > "$RESULT"
 cat "$RESULT"

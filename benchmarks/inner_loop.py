@@ -56,7 +56,7 @@ from workload import balanced_shares, iter2_config
 
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.evaluate import EvalConfig, select_passages
-from seal.domains.knowledge.prompts import QUESTION_PROMPT
+from seal.domains.knowledge.prompts import ANSWER_PROMPTS
 from seal.engine.bank import LoraBank
 from seal.engine.lora import BASE_PRECISIONS, LoraConfig
 from seal.engine.training import tokenize_example
@@ -131,7 +131,12 @@ def peer_evaluate(model, tokenizer, domain: KnowledgeDomain, passage, update, co
     answers = []
     peft_model.eval()
     for question in passage.questions:
-        message = [{"role": "user", "content": QUESTION_PROMPT.format(title=passage.title, question=question.question)}]
+        message = [
+            {
+                "role": "user",
+                "content": ANSWER_PROMPTS[config.answer_prompt].format(title=passage.title, question=question.question),
+            }
+        ]
         ids = tokenizer.apply_chat_template(message, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         ids = {name: tensor.to(model.device) for name, tensor in ids.items()}
         with torch.no_grad():

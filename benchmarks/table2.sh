@@ -17,19 +17,20 @@ OUT=${1:-benchmarks/results/table2}
 SEAL=${SEAL:-.venv/bin/seal}
 SELF_EDITS=../shared/data/seal-reference/selfedits
 # the runs started before all-linear became the default name their layers
-common=(--model smollm2-135m --base-precision fp32 --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --resume --quiet)
-cpt=(--setting cpt --split eval --n-passages 200 "${common[@]}")
+common=(--model smollm2-135m --lora.base_precision fp32
+        --lora.target_modules "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]" --resume --quiet)
+cpt=(--setting cpt --split eval --n_passages 200 "${common[@]}")
 
 "$SEAL" knowledge eval --condition base "${cpt[@]}" --out "$OUT/cpt/base"
 "$SEAL" knowledge eval --condition passage "${cpt[@]}" --out "$OUT/cpt/passage"
 for source in iter2 gpt4_1; do
-  "$SEAL" knowledge eval --condition external --self-edits "$SELF_EDITS/${source}_val.json" "${cpt[@]}" \
+  "$SEAL" knowledge eval --condition external --self_edits_file "$SELF_EDITS/${source}_val.json" "${cpt[@]}" \
     --out "$OUT/cpt/external-$source"
 done
 
-"$SEAL" knowledge train "${common[@]}" --executor ray --workers 2 --parallel 8 --out "$OUT/restem" \
-  --rounds 2 --n-passages 64 --k 5 --eval-repeats 2 --n-eval-passages 200 \
-  --external-self-edits "$SELF_EDITS/iter2_val.json"
+"$SEAL" knowledge train "${common[@]}" --executor.kind ray --executor.workers 2 --executor.parallel 8 \
+  --out "$OUT/restem" --restem.rounds 2 --n_train_passages 64 --restem.k 5 --restem.eval_repeats 2 --n_passages 200 \
+  --external_self_edits "$SELF_EDITS/iter2_val.json"
 
 "$SEAL" knowledge eval --condition self-edit "${cpt[@]}" --out "$OUT/cpt/self-edit"
 "$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-2/policy" "${cpt[@]}" --out "$OUT/cpt/seal"

@@ -150,7 +150,7 @@ def test_free_text_configurations_are_rejected_with_their_reasons(tmp_path):
 def test_cli_invalid_tasks_file_is_one_line(tmp_path, capsys):
     bad = tmp_path / "tasks.json"
     bad.write_text(json.dumps({"t1": {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}}))
-    code = main(["arc", "eval", "--condition", "icl", "--tasks-file", str(bad), "--model", "tiny-random", "--out",
+    code = main(["arc", "eval", "--condition", "icl", "--tasks_file", str(bad), "--model", "tiny-random", "--out",
                  str(tmp_path / "out")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"seal: error: {bad}: task t1: train[0].input") and "\n" not in err
@@ -171,9 +171,7 @@ def test_training_on_an_evaluation_task_is_refused(tmp_path):
     from seal.loops.restem import RestEMConfig
 
     with pytest.raises(ValueError, match="share 1 task"):
-        run_arc_train(
-            tiny_config("seal", tasks="6150a2bd"), RestEMConfig(), "44f52bb0,6150a2bd", tmp_path, False, False
-        )
+        run_arc_train(tiny_config("seal", tasks="6150a2bd"), RestEMConfig(), "44f52bb0,6150a2bd", tmp_path)
 
 
 def test_arc_train_runs_through_the_shared_restem_engine(tmp_path):

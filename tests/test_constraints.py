@@ -71,7 +71,7 @@ def test_the_mask_keeps_the_relative_probabilities_of_allowed_tokens(tiny):
 def test_a_bad_schema_and_too_few_tokens_are_refused():
     from seal.domains.arc.evaluate import ArcEvalConfig
 
-    with pytest.raises(ValueError, match="--max-tokens must be at least"):
+    with pytest.raises(ValueError, match="--sampling.max_new_tokens must be at least"):
         ArcEvalConfig(sampling=SamplingConfig(max_new_tokens=32))
     ArcEvalConfig(sampling=SamplingConfig(max_new_tokens=32), constrain=False)
     with pytest.raises(ValueError, match="cannot be compiled"):

@@ -104,7 +104,11 @@ def test_strategies_are_compared_on_the_same_sequences(tmp_path, squad_file):
 
 @pytest.mark.parametrize(
     "bad, message",
-    [(dict(strategy="ewc"), "--strategy"), (dict(steps=0), "--steps"), (dict(replay_ratio=-1), "--replay-ratio")],
+    [
+        (dict(strategy="ewc"), "--continual.strategy"),
+        (dict(steps=0), "--continual.steps"),
+        (dict(replay_ratio=-1), "--continual.replay_ratio"),
+    ],
 )
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -112,7 +116,7 @@ def test_bad_settings_are_refused(bad, message):
 
 
 def test_more_steps_than_passages_is_refused(tmp_path, squad_file):
-    with pytest.raises(ValueError, match="--steps 3 needs that many passages, the data has 2"):
+    with pytest.raises(ValueError, match="--continual.steps 3 needs that many passages, the data has 2"):
         run_continual(evaluation(squad_file), ContinualConfig(1, 3), tmp_path, progress=False)
 
 

@@ -483,10 +483,12 @@ def test_sampling_is_reproducible_with_a_seed(tiny):
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
     first = generate(tiny.model, tiny.tokenizer, prompt, sampling, seed=3)
     assert first == generate(tiny.model, tiny.tokenizer, prompt, sampling, seed=3)
+    assert all(len(tiny.tokenizer(text)["input_ids"]) >= 4 for text in first)  # real samples, not empty ones
+    assert first != generate(tiny.model, tiny.tokenizer, prompt, sampling, seed=4)  # the seed decides them
 
 
 def test_chat_models_use_their_template(tiny):
-    assert tiny.is_chat
+    assert tiny.tokenizer.chat_template
     rendered = render_prompt(tiny.tokenizer, "Topic: X\nWhat?")
     assert rendered.startswith("<|im_start|>") and rendered.endswith("<|im_start|>assistant\n")
 

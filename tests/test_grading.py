@@ -350,7 +350,7 @@ def test_check_sends_one_token_request_and_names_what_to_fix(
     for status, fix in (
         (401, "check the API key"),
         (403, "check the API key.s permissions"),
-        (404, "check --judge-url"),
+        (404, "check --judge_url"),
     ):
         refusing = fake_judge(lambda body, status=status: (status, {"error": {"message": "no"}}))
         with pytest.raises(JudgeRefusedError, match=f"answered HTTP {status}: {fix}"):

@@ -193,7 +193,9 @@ def test_too_many_failures_stop_the_run_keeping_what_was_scored(tmp_path, squad_
     from seal.domains.knowledge.domain import KnowledgeDomain
 
     monkeypatch.setattr(KnowledgeDomain, "grade", lambda self, passage, answers: 1 / 0)
-    with pytest.raises(RunStopped, match=r"1 evaluations failed, more than --max-error-rate 0.1 allows \(first: "):
+    with pytest.raises(
+        RunStopped, match=r"1 evaluations failed, more than --executor.max_error_rate 0.1 allows \(first: "
+    ):
         run_eval(config(squad_file, condition="passage"), tmp_path, progress=False, executor=local(1))
     assert [r["error"] for r in RunDirectory(tmp_path).records()] == ["ZeroDivisionError: division by zero"]
 
@@ -265,11 +267,36 @@ def test_resume_skips_finished_units_and_recovers_a_torn_write(tmp_path, squad_f
         run_eval(config(squad_file, condition="self-edit", seed=1), tmp_path, resume=True, progress=False)
 
 
-def test_compare_prints_paired_differences(tmp_path, squad_file):
-    for condition in ("base", "passage"):
-        run_eval(config(squad_file, condition=condition), tmp_path / condition, progress=False)
+def _scored_run(directory, condition, verdicts):
+    """A finished run whose passages (ids -> verdicts of their questions) are as given."""
+    run = RunDirectory(directory)
+    run.start({"condition": condition}, resume=False)
+    for passage, marks in verdicts.items():
+        records = [
+            {"unit": f"{passage}/0", "unit_lines": len(marks), "passage_id": passage, "self_edit_index": 0,
+             "verdict": "correct" if mark else "incorrect"}
+            for mark in marks
+        ]  # fmt: skip
+        run.append_unit(f"{passage}/0", records)
+    correct = sum(sum(m) for m in verdicts.values())
+    graded = sum(len(m) for m in verdicts.values())
+    run.write_summary(
+        {"condition": condition, "model": "m", "n_passages": len(verdicts), "n_questions": graded,
+         "n_self_edits": 1, "accuracy": correct / graded, "ci95": [0.1, 0.9], "best_accuracy": None}
+    )  # fmt: skip
+
+
+def test_compare_pairs_the_runs_on_the_passages_both_scored(tmp_path):
+    _scored_run(tmp_path / "base", "base", {"a": [0, 0], "b": [1, 0], "c": [0, 0]})
+    _scored_run(tmp_path / "passage", "passage", {"a": [1, 1], "b": [1, 0], "c": [1, 0], "d": [0, 0]})
     table = compare_runs([tmp_path / "base", tmp_path / "passage"])
-    assert "passage - base" in table and "paired bootstrap" in table
+    rows = [line.split() for line in table.splitlines()]
+    assert ["base", "single", "m", "3", "6", "16.7%", "[10.0%,", "90.0%]", "-"] in rows
+    assert ["passage", "single", "m", "4", "8", "50.0%", "[10.0%,", "90.0%]", "-"] in rows
+    difference = next(row for row in rows if row[:3] == ["passage", "-", "base"])
+    assert difference[3:5] == ["3", "+50.0%"]  # d is not in base: 4/6 - 1/6 over a, b, c
+    low, high = (float(cell.strip("[],%")) for cell in difference[5:7])
+    assert 0 <= low < 50 < high <= 100  # no passage lost, so no resample of them can be negative
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
@@ -306,11 +333,11 @@ def test_cli_eval_end_to_end(tmp_path, squad_file, capsys):
         "all",
         "--model",
         "tiny-random",
-        "--epochs",
+        "--train.epochs",
         "1",
-        "--lora-rank",
+        "--lora.rank",
         "4",
-        "--answer-tokens",
+        "--answer_tokens",
         "4",
         "--out",
         str(tmp_path / "run"),

@@ -156,7 +156,9 @@ def test_remote_code_runs_only_when_asked(tiny, tmp_path):
         "AutoModelForCausalLM": "modeling_odd.OddForCausalLM",
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="contains custom code .* pass --trust-remote-code if you trust it"):
+    with pytest.raises(
+        ModelLoadError, match="contains custom code .* pass --lora.trust_remote_code true if you trust it"
+    ):
         load_model(str(tmp_path))
     loaded = load_model(str(tmp_path), trust_remote_code=True)
     assert type(loaded.model).__name__ == "OddForCausalLM"

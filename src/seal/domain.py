@@ -79,5 +79,5 @@ class Domain(Protocol[ItemT]):
         ...
 
     def rejected_score(self, item: ItemT, reason: str) -> Score:
-        """The zero score of an item whose self-edit was rejected, in the same shape as ``score``."""
+        """The zero score of an item whose self-edit was rejected, in the shape ``grade`` returns."""
         ...

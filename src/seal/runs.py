@@ -42,6 +42,9 @@ ADDED_SETTINGS: dict[str, Any] = {
     "gradient_checkpointing": False,
     "base_dtype": "fp32",
     "trust_remote_code": False,
+    "schedule": "linear",
+    "answer_prompt": "topic",
+    "batch_size": 1,
 }
 _ABSENT = object()
 

@@ -39,19 +39,21 @@ def adapted_layers(model: PreTrainedModel, target_modules: Sequence[str]) -> lis
     if target_modules == (ALL_LINEAR,):
         targets = [(n, m) for n, m in modules if isinstance(m, nn.Linear) and m is not head]
         if not targets:
-            raise ValueError("--target-modules all-linear: the model has no linear layer besides its output projection")
+            raise ValueError(
+                "--lora.target_modules all-linear: the model has no linear layer besides its output projection"
+            )
         return targets
     targets: dict[str, nn.Linear] = {}
     for wanted in target_modules:
         matches = {n: m for n, m in modules if n.rsplit(".", 1)[-1] == wanted}
         if not matches:
-            raise ValueError(f"--target-modules: no module named {wanted!r} in the model")
+            raise ValueError(f"--lora.target_modules: no module named {wanted!r} in the model")
         for name, module in matches.items():
             if module is head:
                 raise ValueError(f"LoRA on the output projection ({name}) is not supported: it stays frozen")
             if not isinstance(module, nn.Linear):
                 kind = type(module).__name__
-                raise ValueError(f"--target-modules: {name} is a {kind}, not a linear layer we can adapt")
+                raise ValueError(f"--lora.target_modules: {name} is a {kind}, not a linear layer we can adapt")
         targets |= matches
     return [(n, m) for n, m in modules if n in targets]  # in the model's order
 

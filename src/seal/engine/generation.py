@@ -19,8 +19,11 @@ class SamplingConfig:
     """How to decode. ``temperature == 0`` means greedy."""
 
     temperature: float = 1.0
+    """0: greedy."""
     top_p: float = 1.0
+    """Sample from the smallest set of tokens holding this much probability."""
     max_new_tokens: int = 256
+    """Generated tokens at most."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < float("inf"):  # NaN fails both

@@ -38,8 +38,11 @@ class LoraConfig:
     TRL's ``ModelConfig`` groups them). Defaults follow the SEAL paper's knowledge-incorporation runs."""
 
     rank: int = 32
+    """The adapters' rank r."""
     alpha: int = 64
+    """The adapters' scale: an update is ``alpha / r * B @ A``."""
     dropout: float = 0.0
+    """Dropout on the adapters' input while training."""
     target_modules: tuple[str, ...] = (ALL_LINEAR,)
     """Names of the linear layers that get adapters (the last part of the module path, e.g. ``q_proj``),
     or ``all-linear``: every linear layer of the model but its output projection, as PEFT means it."""
@@ -50,13 +53,9 @@ class LoraConfig:
     trust_remote_code: bool = False
     """Let a hub model run its own modelling code (only for models you trust)."""
     base_precision: str = field(default_factory=default_base_precision)
-    """How the frozen projections multiply, wherever the bank's model runs (training, answering,
-    writing self-edits): ``fp32``; ``bf16`` through a bf16 copy of each loaded weight (the default
-    where the hardware has native bf16 units, see :func:`default_base_precision`); or
-    ``bf16-backward``, forward in fp32 (losses, answers and self-edits are fp32's) and only the
-    training gradient through the projections in bf16. Adapters, merged adapters, their sum with the
-    frozen output and everything outside the projections stay in the model's precision, so small
-    updates are not rounded away as under bf16 autocast."""
+    """How the frozen projections multiply: ``fp32``; ``bf16`` through a bf16 copy of each weight (the
+    default where the hardware has native bf16 units); ``bf16-backward``, only the training gradient in
+    bf16. Adapters, their sum with the frozen output and all else stay in the model's precision."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha <= 0:
@@ -64,9 +63,11 @@ class LoraConfig:
         if self.base_precision not in BASE_PRECISIONS:
             raise ValueError(f"base precision must be one of {', '.join(BASE_PRECISIONS)}, got {self.base_precision!r}")
         if self.base_dtype not in BASE_DTYPES:
-            raise ValueError(f"--dtype must be one of {', '.join(BASE_DTYPES)}, got {self.base_dtype!r}")
+            raise ValueError(f"--lora.base_dtype must be one of {', '.join(BASE_DTYPES)}, got {self.base_dtype!r}")
         if not self.target_modules or (ALL_LINEAR in self.target_modules and len(self.target_modules) > 1):
-            raise ValueError(f"--target-modules: {ALL_LINEAR}, or names of linear layers, got {self.target_modules}")
+            raise ValueError(
+                f"--lora.target_modules: {ALL_LINEAR}, or names of linear layers, got {self.target_modules}"
+            )
 
 
 class _LowPrecisionInputGradient(torch.autograd.Function):

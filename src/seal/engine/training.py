@@ -9,12 +9,13 @@ floating-point summation order. A long run can save its state at an interval and
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 from tqdm import tqdm
@@ -39,10 +40,16 @@ class TrainConfig:
     epoch's last step may take fewer); its loss is the mean over all their target tokens."""
 
     learning_rate: float = 1e-3
+    """AdamW's learning rate, decayed linearly to 0."""
     epochs: int = 10
     batch_size: int = 1
+    """Sequences per batch."""
     gradient_accumulation: int = 1
+    """Batches per optimizer step."""
     max_seq_len: int = 1024
+    """Tokens per sequence at most: a longer document trains as consecutive windows."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """How the learning rate decays to 0 over the steps."""
     gradient_checkpointing: bool = False
     """Keep fewer activations and recompute them in the backward pass: less memory, ~30% more time."""
 
@@ -54,6 +61,8 @@ class TrainConfig:
                 raise ValueError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
         if self.max_seq_len < 2:
             raise ValueError(f"max sequence length must be >= 2, got {self.max_seq_len}")
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be linear or cosine, got {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,11 @@ class _Plan:
         return sum(len(ids) - max(start, 1) for ids, start in (self.tokenized[i] for i in batch))
 
 
+def decay(schedule: str, progress: float) -> float:
+    """The learning rate's factor after ``progress`` (0 to 1) of the steps: linear or cosine, 1 down to 0."""
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def plan(bank: LoraBank, job: TrainJob) -> _Plan:
     """Tokenize ``job``'s examples (dropping those without a target token), cut its epochs into steps
     with the job's seed, and set its slot to where it starts."""
@@ -188,8 +202,8 @@ def train_jobs(
     joint steps; ``progress`` names a bar; with a ``checkpoint`` the run saves and resumes its state.
 
     Step t feeds step t of every job that still has one; job j's learning rate at its step t is
-    ``lr_j * (1 - t / steps_j)``. One AdamW over all slots equals one per slot: it is elementwise,
-    and a slot without a batch in a step has no gradient, so it is skipped.
+    ``lr_j * (1 - t / steps_j)`` (or the cosine of its ``schedule``). One AdamW over all slots equals one
+    per slot: it is elementwise, and a slot without a batch in a step has no gradient, so it is skipped.
     """
     if len({job.slot for job in jobs}) != len(jobs) or any(not 0 <= job.slot < bank.n_slots for job in jobs):
         raise ValueError(f"jobs need distinct slots in [0, {bank.n_slots}), got {[job.slot for job in jobs]}")
@@ -220,7 +234,7 @@ def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint:
         for step in range(first, total_steps):
             active = [(p, g) for p, g in zip(plans, optimizer.param_groups) if step < len(p.steps)]
             for p, group in active:
-                group["lr"] = p.job.config.learning_rate * (1.0 - step / len(p.steps))
+                group["lr"] = p.job.config.learning_rate * decay(p.job.config.schedule, step / len(p.steps))
             losses = _joint_step(bank, [p for p, _ in active])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

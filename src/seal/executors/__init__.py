@@ -11,7 +11,7 @@ them without restarting anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Callable, Iterable, Iterator, Literal, Protocol, TypeVar
 
 from seal.engine.bank import LoraBank
 from seal.engine.lora import LoraConfig
@@ -25,23 +25,30 @@ KINDS = ("local", "ray")
 class ExecutorSpec:
     """How to run inner-loop work: ``parallel`` updates per pass on each of ``workers`` workers."""
 
-    kind: str = "local"
+    kind: Literal["local", "ray"] = "local"
+    """``local``: in this process; ``ray``: on long-lived Ray actors."""
     parallel: int = 4
-    workers: int = 2  # ray only
-    address: str | None = None  # ray only: None starts a local Ray instance
-    gpus_per_worker: float = 0.0  # ray only
-    cpus_per_worker: float = 1.0  # ray only
-    max_error_rate: float = 0.1  # the share of units whose evaluation may fail before the run stops
+    """Updates trained and scored together by each worker (a speed setting: the numbers stay the same)."""
+    workers: int = 2
+    """Ray actors, each holding the model."""
+    address: str | None = None
+    """A running Ray cluster's address (default: start a local Ray instance)."""
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_error_rate: float = 0.1
+    """The share of evaluations that may fail (errors, not rejections) before the run stops."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"--executor must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise ValueError(f"--executor.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.parallel < 1 or self.workers < 1:
-            raise ValueError(f"--parallel and --workers must be >= 1, got {self.parallel} and {self.workers}")
+            raise ValueError(
+                f"--executor.parallel and --executor.workers must be >= 1, got {self.parallel} and {self.workers}"
+            )
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise ValueError("--gpus-per-worker must be >= 0 and CPUs per worker > 0")
+            raise ValueError("--executor.gpus_per_worker must be >= 0 and --executor.cpus_per_worker > 0")
         if not 0 <= self.max_error_rate <= 1:
-            raise ValueError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+            raise ValueError(f"--executor.max_error_rate must be in [0, 1], got {self.max_error_rate}")
 
 
 class Executor(Protocol):

@@ -67,7 +67,7 @@ class JudgeFailingError(JudgeError):
 _REFUSALS = {
     401: "check the API key (OPENAI_API_KEY)",
     403: "check the API key's permissions (OPENAI_API_KEY)",
-    404: "check --judge-url (an OpenAI-compatible base URL, e.g. https://api.openai.com/v1) and --judge-model",
+    404: "check --judge_url (an OpenAI-compatible base URL, e.g. https://api.openai.com/v1) and --judge_model",
 }
 MAX_RETRY_AFTER_S = 120.0
 

@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from seal.domain import Rejection
 from seal.engine.generation import SamplingConfig, sample
@@ -33,18 +33,24 @@ STRATEGIES = ("merge", "replay")
 @dataclass(frozen=True)
 class ContinualConfig:
     sequences: int = 8
+    """Sequences of passages, each drawn with its own seed."""
     steps: int = 8
-    strategy: str = "merge"
+    """Passages per sequence, learned one after another."""
+    strategy: Literal["merge", "replay"] = "merge"
+    """``merge`` (the paper): each update merged in; ``replay``: earlier self-edit data rehearsed too."""
     replay_ratio: float = 1.0
+    """``replay``: earlier sequences rehearsed per new one."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise ValueError(f"--continual.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.sequences < 1 or self.steps < 1:
-            raise ValueError(f"--sequences and --steps must be >= 1, got {self.sequences} and {self.steps}")
+            raise ValueError(
+                f"--continual.sequences and --continual.steps must be >= 1, got {self.sequences} and {self.steps}"
+            )
         if self.replay_ratio < 0:
-            raise ValueError(f"--replay-ratio must be >= 0, got {self.replay_ratio}")
+            raise ValueError(f"--continual.replay_ratio must be >= 0, got {self.replay_ratio}")
 
 
 def run_sequence(

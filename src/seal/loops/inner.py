@@ -73,8 +73,8 @@ class Outcome:
 
 class InnerLoop:
     """``answer_batch_size``: prompts generated together. Large, because a decode step's fixed costs
-    (per-slot products, kernel dispatch) are shared by its rows: the 212 questions of 16 knowledge
-    updates answer in 66 s as one batch and in 87 s as batches of 64 (``benchmarks/answering.py``)."""
+    (per-slot products, kernel dispatch) are shared by its rows (``benchmarks/answering.py`` measures
+    it; ``docs/results.md`` has the figures)."""
 
     def __init__(self, bank: LoraBank, domain: Domain, answer_batch_size: int = 256):
         self.bank = bank
@@ -128,7 +128,7 @@ class InnerLoop:
         if updates <= 1:
             raise RunStopped(
                 f"one update alone does not fit in memory on {self.bank.model.device} ({str(error).splitlines()[0]}): "
-                "use a smaller --batch-size or model, or a device with more memory"
+                "use a smaller --train.batch_size or model, or a device with more memory"
             ) from error
         log.warning(
             "out of memory with %d updates at once: retrying in halves (a lower --parallel avoids this)", updates

@@ -47,18 +47,23 @@ EvaluatePolicy = Callable[[str, Path], dict[str, Any]]
 class RestEMConfig:
     rounds: int = 2
     k: int = 4
+    """Self-edits sampled per training item and round."""
     eval_repeats: int = 1
+    """Inner-loop runs (seeds) averaged into one reward."""
     top_m: int = 1
+    """Self-edits kept per item for the SFT step."""
     beat_baseline: bool = True
+    """Keep only self-edits that beat the domain's baseline update (e.g. the passage alone)."""
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256)
     sft: TrainConfig = TrainConfig(learning_rate=3e-4, epochs=2, batch_size=4)
+    """How the policy is fine-tuned on the kept self-edits."""
     lora: LoraConfig = LoraConfig()  # adapter shape, for the inner-loop updates and for the SFT step
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rounds", "k", "eval_repeats", "top_m"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"--restem.{name} must be >= 1, got {getattr(self, name)}")
 
 
 def round_dir(out: Path, round_index: int) -> Path:

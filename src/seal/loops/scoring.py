@@ -82,8 +82,9 @@ def score_units(
             errors += [f"{key}: {records[0]['error']}"] if records[0].get("error") else []
         if len(errors) > allowed:
             raise RunStopped(
-                f"{len(errors)} evaluations failed, more than --max-error-rate {executor.spec.max_error_rate:g} "
-                f"allows (first: {errors[0]}); what was scored is kept, --resume retries the failed ones"
+                f"{len(errors)} evaluations failed, more than --executor.max_error_rate "
+                f"{executor.spec.max_error_rate:g} allows (first: {errors[0]}); what was scored is kept, "
+                "--resume retries the failed ones"
             )
 
 

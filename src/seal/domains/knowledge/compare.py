@@ -49,28 +49,38 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
     return _format(rows)
 
 
+def passage_totals(directory: str | Path) -> dict[str, tuple[int, int]]:
+    """passage id -> (correct, graded) answers of a run, over all of the passage's self-edits."""
+    counts = per_passage_counts(RunDirectory(directory).records())
+    return {p: (sum(c for c, _ in units.values()), sum(t for _, t in units.values())) for p, units in counts.items()}
+
+
+def paired_difference(
+    reference: dict[str, tuple[int, int]], other: dict[str, tuple[int, int]]
+) -> tuple[float, float, float, int]:
+    """Accuracy of ``other`` minus ``reference`` (:func:`passage_totals`), paired over the passages both
+    scored: (difference, CI low, CI high, passages)."""
+    shared = sorted(set(reference) & set(other))
+    a = np.array([reference[p] for p in shared]).reshape(-1, 2)
+    b = np.array([other[p] for p in shared]).reshape(-1, 2)
+    delta, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+    return delta, lo, hi, len(shared)
+
+
 def compare_runs(directories: list[str | Path]) -> str:
     """The summary table, then each run minus the first, paired on the passages both scored."""
-    runs = [RunDirectory(d) for d in directories]
-    summaries = [r.summary() for r in runs]
-    counts = [_pooled(per_passage_counts(r.records())) for r in runs]
+    summaries = [RunDirectory(d).summary() for d in directories]
+    totals = [passage_totals(d) for d in directories]
     lines = [summary_table(summaries)]
-    if len(runs) > 1:
+    if len(directories) > 1:
         reference = _label(summaries[0])
         rows = [("difference", "passages", "delta", "95% CI (paired bootstrap)")]
-        for summary, other in zip(summaries[1:], counts[1:]):
-            shared = sorted(set(counts[0]) & set(other))
-            a = np.array([counts[0][p] for p in shared]).reshape(-1, 2)
-            b = np.array([other[p] for p in shared]).reshape(-1, 2)
-            delta, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+        for summary, other in zip(summaries[1:], totals[1:]):
+            delta, lo, hi, n = paired_difference(totals[0], other)
             interval = f"[{percent(lo, signed=True)}, {percent(hi, signed=True)}]"
-            rows.append((f"{_label(summary)} - {reference}", str(len(shared)), percent(delta, signed=True), interval))
+            rows.append((f"{_label(summary)} - {reference}", str(n), percent(delta, signed=True), interval))
         lines.append(_format(rows))
     return "\n\n".join(lines)
-
-
-def _pooled(counts: dict[str, dict[int, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
-    return {p: (sum(c for c, _ in units.values()), sum(t for _, t in units.values())) for p, units in counts.items()}
 
 
 def _format(rows: list[tuple[str, ...]]) -> str:

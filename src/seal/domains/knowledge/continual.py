@@ -44,7 +44,7 @@ def passage_sequences(evaluation: EvalConfig, config: ContinualConfig) -> list[l
     """S seeded draws of K distinct eval passages; the same for every strategy with the same seed."""
     passages = select_passages(evaluation)
     if len(passages) < config.steps:
-        raise ValueError(f"--steps {config.steps} needs that many passages, the data has {len(passages)}")
+        raise ValueError(f"--continual.steps {config.steps} needs that many passages, the data has {len(passages)}")
     rng = random.Random(config.seed)
     return [rng.sample(passages, config.steps) for _ in range(config.sequences)]
 
@@ -53,6 +53,7 @@ def run_continual(
     evaluation: EvalConfig,
     config: ContinualConfig,
     out: str | Path,
+    *,
     policy: str | None = None,
     resume: bool = False,
     progress: bool = True,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from seal.domain import Queries, Rejection, Score, Update
 from seal.domains.knowledge.data import Passage
-from seal.domains.knowledge.prompts import QUESTION_PROMPT, SELF_EDIT_PROMPTS
+from seal.domains.knowledge.prompts import ANSWER_PROMPTS, SELF_EDIT_PROMPTS
 from seal.engine.training import TrainConfig, TrainingExample
 from seal.grading import Grader, GradeRequest, Verdict
 
@@ -30,6 +30,7 @@ class KnowledgeDomain:
     self_edit_prompt: str = "implications"
     split_lines: bool = True
     answer_tokens: int = 48
+    answer_prompt: str = "topic"
 
     name = "knowledge"
     self_edit_schema = None  # free text
@@ -62,7 +63,8 @@ class KnowledgeDomain:
 
     def queries(self, passage: Passage) -> Queries:
         """The passage's questions, closed-book: the title names the topic, the passage is not shown."""
-        messages = tuple(QUESTION_PROMPT.format(title=passage.title, question=q.question) for q in passage.questions)
+        prompt = ANSWER_PROMPTS[self.answer_prompt]
+        messages = tuple(prompt.format(title=passage.title, question=q.question) for q in passage.questions)
         return Queries(messages, self.answer_tokens)
 
     def grade(self, passage: Passage, answers: list[str]) -> Score:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,9 +30,10 @@ from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt, tokenize_prompt
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
-from seal.executors import Executor, ExecutorSpec, make_executor
+from seal.executors import Executor
 from seal.grading import Grader, JudgeGrader, OfflineGrader, VerdictCache
-from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
+from seal.loops.conditions import run_condition
+from seal.loops.scoring import Candidate, sampled_candidates
 from seal.models import EMBEDDED_MODEL, cache_dir, check_model
 from seal.models.loading import context_length, load_tokenizer
 from seal.runs import RunDirectory
@@ -52,26 +53,44 @@ CPT_SELF_EDITS = 5
 class EvalConfig:
     """Everything that determines a knowledge evaluation's numbers; written to ``config.json``."""
 
-    condition: str = "self-edit"
-    setting: str = "single"
+    condition: Literal["base", "passage", "self-edit", "external"] = "self-edit"
+    """The update before answering: none, the passage, the passage and the model's own self-edits, or the
+    passage and self-edits read from ``self_edits_file``."""
+    setting: Literal["single", "cpt"] = "single"
+    """``single``: one update per passage; ``cpt``: one update on every passage (continued pretraining)."""
     model: str = EMBEDDED_MODEL
+    """The model updated and asked: smollm2-135m (embedded), tiny-random, a local directory or a hub id."""
     policy: str | None = None
+    """``cpt`` with ``self-edit``: the model that writes the self-edits (default: ``model``)."""
     data: str | None = None
-    split: str | None = None
+    """Passages: seal's JSON list or Hugging Face SQuAD rows (default: the SQuAD file of $SEAL_DATA, of
+    `seal data`'s directory, or of ../shared/data)."""
+    split: Literal["eval", "train", "all"] | None = None
     """None: ``eval`` (the paper's 200 evaluation passages) for a file that holds them, else ``all``."""
     n_passages: int | None = None
+    """The first N passages of the split (default: all)."""
     n_self_edits: int = 1
+    """Self-edits per passage (K)."""
     self_edits_file: str | None = None
-    self_edit_prompt: str = "implications"
+    """``external``: a file of self-edits (SEAL's ``completions`` layout), matched to passages by context."""
+    self_edit_prompt: Literal["implications", "implications-long", "rewrite", "self-qa"] = "implications"
+    """How the model is asked for a self-edit."""
     split_lines: bool = True
-    # The paper samples at temperature 1.0 from a 7B model; a 135M model degenerates there, 0.7 keeps it on topic.
+    """Train on each line of a self-edit as its own document (as the paper does)."""
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256)
+    """How self-edits are sampled. The paper samples a 7B model at 1.0; a 135M model degenerates there."""
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     answer_tokens: int = 48
-    grader: str = "offline"
-    judge_url: str | None = None
+    """Closed-book answers are at most this many tokens."""
+    answer_prompt: Literal["topic", "paper"] = "topic"
+    """How a question is asked: ``topic`` names the passage's title; ``paper`` is the official template."""
+    grader: Literal["offline", "judge"] = "offline"
+    """``offline``: deterministic rules; ``judge``: an OpenAI-compatible chat model."""
+    judge_url: str | None = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL"))
+    """The judge's OpenAI-compatible endpoint (default: $OPENAI_BASE_URL; the key from $OPENAI_API_KEY)."""
     judge_model: str | None = None
+    """The judge model's name, e.g. gpt-4.1."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,19 +106,19 @@ class EvalConfig:
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.condition == "external" and not self.self_edits_file:
-            raise ValueError("--condition external needs --self-edits FILE")
+            raise ValueError("--condition external needs --self_edits_file FILE")
         if self.answer_tokens < 1:
-            raise ValueError(f"--answer-tokens must be >= 1, got {self.answer_tokens}")
+            raise ValueError(f"--answer_tokens must be >= 1, got {self.answer_tokens}")
         if self.n_self_edits < 1:
-            raise ValueError(f"--n-self-edits must be >= 1, got {self.n_self_edits}")
+            raise ValueError(f"--n_self_edits must be >= 1, got {self.n_self_edits}")
         if self.n_passages is not None and self.n_passages < 1:
-            raise ValueError(f"--n-passages must be >= 1, got {self.n_passages}")
+            raise ValueError(f"--n_passages must be >= 1, got {self.n_passages}")
         if self.self_edit_prompt not in SELF_EDIT_PROMPTS:
-            raise ValueError(f"--self-edit-prompt must be one of {', '.join(SELF_EDIT_PROMPTS)}")
+            raise ValueError(f"--self_edit_prompt must be one of {', '.join(SELF_EDIT_PROMPTS)}")
         if self.grader not in GRADERS:
             raise ValueError(f"--grader must be one of {', '.join(GRADERS)}, got {self.grader!r}")
         if self.grader == "judge" and not (self.judge_url and self.judge_model):
-            raise ValueError("--grader judge needs --judge-url and --judge-model")
+            raise ValueError("--grader judge needs --judge_url (or $OPENAI_BASE_URL) and --judge_model")
 
     @property
     def self_edits_per_passage(self) -> int:
@@ -119,7 +138,12 @@ def make_grader(config: EvalConfig) -> Grader:
 def make_domain(config: EvalConfig) -> KnowledgeDomain:
     """The knowledge domain with the config's grader, inner-loop training and self-edit settings."""
     return KnowledgeDomain(
-        make_grader(config), config.train, config.self_edit_prompt, config.split_lines, config.answer_tokens
+        make_grader(config),
+        config.train,
+        config.self_edit_prompt,
+        config.split_lines,
+        config.answer_tokens,
+        config.answer_prompt,
     )
 
 
@@ -134,7 +158,7 @@ def check_prompt_lengths(
         if tokens + max_new_tokens > limit:
             raise DataError(
                 f"passage {passage.title!r} ({passage.id}): its self-edit prompt is {tokens} tokens, and with "
-                f"--max-tokens {max_new_tokens} that exceeds the {limit} tokens of {model}'s context"
+                f"--sampling.max_new_tokens {max_new_tokens} that exceeds the {limit} tokens of {model}'s context"
             )
 
 
@@ -170,6 +194,7 @@ def _attach_external_self_edits(passages: list[Passage], path: Path, k: int) -> 
 def run_eval(
     config: EvalConfig,
     out: str | Path,
+    *,
     resume: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
@@ -199,27 +224,41 @@ def run_eval(
         summary = {**summarise(run.records(), config), "train": training_record(out)}
         run.write_summary(summary)
         return summary
-    run.start(config_record(config), resume, extendable=frozenset({"n_passages"}))
-    regrade_ungraded(run, domain, passages)
-    score_candidates(
-        run,
-        executor or make_executor(ExecutorSpec()),
-        config.model,
-        config.lora,
-        domain,
-        passages,
-        config.self_edits_per_passage,
-        lambda bank, passage: _candidates(config, bank, domain, passage),
-        seed=config.seed,
-        label={"condition": config.condition},
-        describe=lambda passage: {"passage_id": passage.id, "title": passage.title},
+    return run_condition(
+        PassageCondition(config, passages, domain),
+        out,
+        resume=resume,
         progress=progress,
+        executor=executor,
         save_adapters=save_adapters,
     )
-    selected = {p.id for p in passages}
-    summary = summarise([r for r in run.records() if r["passage_id"] in selected], config)
-    run.write_summary(summary)
-    return summary
+
+
+class PassageCondition:
+    """A condition in the single setting (one update per passage and self-edit), for the shared runner."""
+
+    extendable = frozenset({"n_passages"})
+
+    def __init__(self, config: EvalConfig, passages: list[Passage], domain: KnowledgeDomain):
+        self.config, self.items, self.domain = config, passages, domain
+        self.name, self.model, self.lora, self.seed = config.condition, config.model, config.lora, config.seed
+        self.candidates_per_item = config.self_edits_per_passage
+
+    def record(self) -> dict[str, Any]:
+        return config_record(self.config)
+
+    def candidates(self, bank: LoraBank, passage: Passage) -> list[Candidate]:
+        return _candidates(self.config, bank, self.domain, passage)
+
+    def describe(self, passage: Passage) -> dict[str, Any]:
+        return {"passage_id": passage.id, "title": passage.title}
+
+    def before_scoring(self, run: RunDirectory) -> None:
+        regrade_ungraded(run, self.domain, self.items)
+
+    def summarise(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        selected = {p.id for p in self.items}  # a grown run's record may hold more passages
+        return summarise([r for r in records if r["passage_id"] in selected], self.config)
 
 
 def regrade_ungraded(run: RunDirectory, domain: KnowledgeDomain, passages: list[Passage]) -> None:

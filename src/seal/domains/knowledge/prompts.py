@@ -27,4 +27,8 @@ SELF_EDIT_PROMPTS: dict[str, str] = {
 
 DEFAULT_SELF_EDIT_PROMPT = "implications"
 
-QUESTION_PROMPT = "Topic: {title}\n{question}"
+ANSWER_PROMPTS: dict[str, str] = {
+    "topic": "Topic: {title}\n{question}",
+    # the official code's answering template (it names no topic: the passage's title is left out)
+    "paper": "Let's answer a question directly and concisely.\nQuestion: {question}\nAnswer:",
+}

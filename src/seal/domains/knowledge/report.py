@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from seal.domains.knowledge.compare import percent
+from seal.domains.knowledge.compare import paired_difference, passage_totals, percent
 from seal.domains.knowledge.data import load_passages
-from seal.domains.knowledge.evaluate import per_passage_counts
 from seal.domains.knowledge.sources import find_squad
 from seal.runs import AppendOnlyLog, RunDirectory
-from seal.stats import paired_difference_ci
 
 
 def _rounds(out: Path) -> list[int]:
@@ -22,18 +20,10 @@ def _rounds(out: Path) -> list[int]:
     return sorted(found)
 
 
-def _pooled(directory: Path) -> dict[str, tuple[int, int]]:
-    counts = per_passage_counts(RunDirectory(directory).records())
-    return {p: (sum(c for c, _ in u.values()), sum(t for _, t in u.values())) for p, u in counts.items()}
-
-
 def _difference(a: Path, b: Path) -> str:
     """b - a, paired over the passages both scored."""
-    ca, cb = _pooled(a), _pooled(b)
-    shared = sorted(set(ca) & set(cb))
-    x, y = np.array([ca[p] for p in shared]).reshape(-1, 2), np.array([cb[p] for p in shared]).reshape(-1, 2)
-    delta, lo, hi = paired_difference_ci(x[:, 0], x[:, 1], y[:, 0], y[:, 1])
-    return f"{percent(delta, True)} [{percent(lo, True)}, {percent(hi, True)}] over {len(shared)} passages"
+    delta, lo, hi, n = paired_difference(passage_totals(a), passage_totals(b))
+    return f"{percent(delta, True)} [{percent(lo, True)}, {percent(hi, True)}] over {n} passages"
 
 
 def _words(text: str) -> list[str]:

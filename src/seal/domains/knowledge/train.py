@@ -45,7 +45,7 @@ class KnowledgeTrainConfig:
 
     def __post_init__(self) -> None:
         if self.n_train_passages < 1:
-            raise ValueError(f"--n-passages must be >= 1, got {self.n_train_passages}")
+            raise ValueError(f"--n_train_passages must be >= 1, got {self.n_train_passages}")
         if self.evaluation.sampling != self.restem.sampling:
             raise ValueError("the policy must sample self-edits the same way in training and evaluation")
 
@@ -56,7 +56,7 @@ def training_passages(config: KnowledgeTrainConfig) -> list[Passage]:
     passages = load_passages(data, "train")
     if len(passages) < config.n_train_passages:
         raise DataError(
-            f"{data}: only {len(passages)} training passages, --n-passages asks for {config.n_train_passages}"
+            f"{data}: only {len(passages)} training passages, --n_train_passages asks for {config.n_train_passages}"
         )
     return random.Random(config.restem.seed).sample(passages, config.n_train_passages)
 
@@ -64,6 +64,7 @@ def training_passages(config: KnowledgeTrainConfig) -> list[Passage]:
 def run_train(
     config: KnowledgeTrainConfig,
     out: str | Path,
+    *,
     resume: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
@@ -82,14 +83,14 @@ def run_train(
 
     for condition in ("base", "passage"):
         baseline = replace(evaluation, condition=condition, n_self_edits=1)
-        run_eval(baseline, out / "baselines" / condition, True, progress, executor)
+        run_eval(baseline, out / "baselines" / condition, resume=True, progress=progress, executor=executor)
     if config.external_self_edits:
         external = replace(evaluation, condition="external", self_edits_file=config.external_self_edits)
         name = f"external-{Path(config.external_self_edits).stem}"
-        run_eval(external, out / "baselines" / name, True, progress, executor)
+        run_eval(external, out / "baselines" / name, resume=True, progress=progress, executor=executor)
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
-        return run_eval(replace(evaluation, model=policy), directory, True, progress, executor)
+        return run_eval(replace(evaluation, model=policy), directory, resume=True, progress=progress, executor=executor)
 
     summaries = run_restem(domain, passages, evaluation.model, evaluate_policy, config.restem, out, executor, progress)
     write_examples(out, evaluation, domain, config.restem.rounds)

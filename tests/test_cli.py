@@ -1,0 +1,81 @@
+"""The command line generated from the configs: every default shown, config files and presets, one-line errors."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+from seal.cli import build_parser, main
+from seal.domains.knowledge.evaluate import EvalConfig
+from tests.conftest import PASSAGES_FILE
+
+RUN = ["knowledge", "eval", "--model", "tiny-random", "--data", str(PASSAGES_FILE), "--quiet"]
+
+
+def knowledge_eval_help(capsys) -> str:
+    assert main(["knowledge", "eval", "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_help_shows_every_setting_with_its_default(capsys):
+    usage, options = " ".join(knowledge_eval_help(capsys).split()).split(" options: ", 1)
+    for field in dataclasses.fields(EvalConfig):
+        assert f"--{field.name}" in usage
+    for flag, default in [("--lora.rank", "32"), ("--train.learning_rate", "0.001"), ("--train.epochs", "10"),
+                          ("--answer_tokens", "48"), ("--executor.parallel", "4")]:  # fmt: skip
+        described = options.split(f"{flag} ", 1)[1]
+        assert f"default: {default})" in described[: described.index("default: ") + len(default) + 10]
+    assert "Self-edits per passage (K)." in options  # help is the field's docstring
+
+
+def test_a_config_file_sets_anything_and_flags_after_it_win(tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("condition: base\nanswer_tokens: 5\nlora:\n  rank: 4\n  alpha: 8\n")
+    argv = [*RUN, "--config", str(settings), "--answer_tokens", "6", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["condition"], recorded["answer_tokens"], recorded["lora"]["rank"]) == ("base", 6, 4)
+
+
+def test_presets_are_shipped_config_files_and_the_cpt_setting_brings_its_own(capsys):
+    parser = build_parser()
+    from seal.cli import with_presets
+
+    def parsed(*flags):
+        return parser.parse_args(with_presets(["knowledge", "eval", *flags, "--out", "x"])).knowledge.eval
+
+    paper = parsed("--preset", "paper")
+    assert (tuple(paper.lora.target_modules), paper.answer_prompt, paper.answer_tokens) == (
+        ("q_proj", "v_proj"),
+        "paper",
+        64,
+    )
+    cpt = parsed("--setting", "cpt", "--train.epochs", "1")
+    assert (cpt.n_self_edits, cpt.train.batch_size, cpt.train.gradient_accumulation, cpt.train.epochs) == (5, 4, 2, 1)
+    single = parsed()
+    assert (single.n_self_edits, single.train.batch_size, single.train.epochs) == (1, 1, 10)
+    assert main(["knowledge", "eval", "--preset", "fast", "--out", "x"]) == 2
+    assert "no such preset for `seal knowledge eval` (presets: cpt, paper)" in capsys.readouterr().err
+    trained = parser.parse_args(with_presets(["knowledge", "train", "--preset", "paper", "--out", "x"]))
+    assert tuple(trained.knowledge.train.lora.target_modules) == ("q_proj", "v_proj")  # one file for the domain
+    assert main(["knowledge", "train", "--preset", "cpt", "--out", "x"]) == 2  # the CPT setting is eval's only
+    assert "(presets: paper)" in capsys.readouterr().err
+
+
+def test_bad_flags_are_one_line(capsys):
+    for argv, message in [
+        (["knowledge", "eval", "--lora.rank", "many", "--out", "x"], "--lora.rank: Expected a <class 'int'>"),
+        (["knowledge", "eval", "--condition", "base"], "the following arguments are required: --out"),
+        (["knowledge", "eval", "--lora.rank", "0", "--out", "x"], "LoRA rank must be >= 1"),
+        (["knowledge", "nonsense"], "nonsense"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("seal: error: ") and "\n" not in err and message in err, err
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    assert json.loads((tmp_path / "runs" / "python-demo" / "summary.json").read_text())["n_passages"] == 2
