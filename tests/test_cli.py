@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from seal.cli import build_parser, main
 from seal.domains.knowledge.evaluate import EvalConfig
+from seal.executors import ExecutorSpec
 from tests.conftest import PASSAGES_FILE
 
 RUN = ["knowledge", "eval", "--model", "tiny-random", "--data", str(PASSAGES_FILE), "--quiet"]
@@ -16,14 +18,30 @@ def knowledge_eval_help(capsys) -> str:
     return capsys.readouterr().out
 
 
+def leaf_flags(cls: type, prefix: str = "") -> list[str]:
+    """``--name`` for every field of a config dataclass, nested ones by prefix (``--lora.rank``)."""
+    flags = []
+    for field in dataclasses.fields(cls):
+        nested = field.default_factory if field.default_factory is not dataclasses.MISSING else type(field.default)
+        is_config = dataclasses.is_dataclass(nested) or dataclasses.is_dataclass(field.default)
+        flags += leaf_flags(nested, f"{prefix}{field.name}.") if is_config else [f"--{prefix}{field.name}"]
+    return flags
+
+
 def test_help_shows_every_setting_with_its_default(capsys):
-    usage, options = " ".join(knowledge_eval_help(capsys).split()).split(" options: ", 1)
-    for field in dataclasses.fields(EvalConfig):
-        assert f"--{field.name}" in usage
+    text = knowledge_eval_help(capsys)
+    usage, options = " ".join(text.split()).split(" options: ", 1)
+    flags = leaf_flags(EvalConfig) + leaf_flags(ExecutorSpec, "executor.")
+    assert len(flags) > 30 and "--lora.rank" in flags and "--executor.parallel" in flags
+    described = {}
+    for block in re.split(r"\n  (?=--)", text.split("\noptions:", 1)[1]):
+        described[block.split()[0]] = " ".join(block.split())
+    for flag in flags:
+        assert flag in usage
+        assert "default: " in described[flag], f"{flag} shows no default"
     for flag, default in [("--lora.rank", "32"), ("--train.learning_rate", "0.001"), ("--train.epochs", "10"),
                           ("--answer_tokens", "48"), ("--executor.parallel", "4")]:  # fmt: skip
-        described = options.split(f"{flag} ", 1)[1]
-        assert f"default: {default})" in described[: described.index("default: ") + len(default) + 10]
+        assert f"default: {default})" in described[flag]
     assert "Self-edits per passage (K)." in options  # help is the field's docstring
 
 

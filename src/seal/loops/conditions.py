@@ -111,6 +111,7 @@ class SelfEditEvalConfig:
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256)
     lora: LoraConfig = LoraConfig()
     seed: int = 0
+    """Seeds sampling, training order and the bootstrap; the same seed gives the same numbers on the same machine."""
 
     def __post_init__(self) -> None:
         if self.k < 1 or (self.n_items is not None and self.n_items < 1):

@@ -41,6 +41,7 @@ class ContinualConfig:
     replay_ratio: float = 1.0
     """``replay``: earlier sequences rehearsed per new one."""
     seed: int = 0
+    """Draws the sequences."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -59,6 +59,7 @@ class RestEMConfig:
     """How the policy is fine-tuned on the kept self-edits."""
     lora: LoraConfig = LoraConfig()  # adapter shape, for the inner-loop updates and for the SFT step
     seed: int = 0
+    """Seeds sampling and training order; the same seed gives the same policy on the same machine."""
 
     def __post_init__(self) -> None:
         for name in ("rounds", "k", "eval_repeats", "top_m"):

@@ -66,6 +66,7 @@ class ArcEvalConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     """Test-time training's learning-rate schedule."""
     seed: int = 0
+    """Seeds sampling, training order and the bootstrap; the same seed gives the same numbers on the same machine."""
 
     def __post_init__(self) -> None:
         if self.condition not in ARC_CONDITIONS:

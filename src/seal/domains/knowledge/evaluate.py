@@ -92,6 +92,7 @@ class EvalConfig:
     judge_model: str | None = None
     """The judge model's name, e.g. gpt-4.1."""
     seed: int = 0
+    """Seeds sampling, training order and the bootstrap; the same seed gives the same numbers on the same machine."""
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
