@@ -1,5 +1,6 @@
-"""The ``seal`` command: ``seal DOMAIN COMMAND [flags]``, one subcommand per registered domain command
-(:mod:`seal.commands`). Bad input is one line on stderr and exit status 2, never a traceback."""
+"""The ``seal`` command: ``seal DOMAIN COMMAND [flags]``, one subcommand per registered domain command,
+and ``seal COMMAND [flags]`` for the commands of their own (:mod:`seal.commands`). Bad input is one
+line on stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
-from seal.commands import new_parser, preset_path, registered
+from seal.commands import COMMANDS, new_parser, preset_path, registered
 from seal.domain import RunStopped
 from seal.models.loading import ModelLoadError
 from seal.runs import RunError
@@ -30,6 +31,10 @@ def build_parser() -> ArgumentParser:
             command_parser = new_parser()
             command.arguments(command_parser)
             subcommands.add_subcommand(command_name, command_parser, help=command.help)
+    for name, command in COMMANDS.items():
+        command_parser = new_parser()
+        command.arguments(command_parser)
+        domains.add_subcommand(name, command_parser, help=command.help)
     return parser
 
 
@@ -37,7 +42,7 @@ def with_presets(argv: list[str]) -> list[str]:
     """``argv`` with each ``--preset NAME`` (and the presets the command's own flags imply) replaced by
     ``--config FILE`` right after the command, so that every flag given wins over them."""
     positional = [i for i, arg in enumerate(argv) if not arg.startswith("-")][:2]
-    if len(positional) < 2:
+    if len(positional) < 2 or argv[positional[0]] not in registered():
         return argv
     domain, command = (argv[i] for i in positional)
     rest, names = [], []
@@ -79,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         parsed = parser.parse_args(with_presets(argv))
         check_finite(parsed)
         args = parser.instantiate(parsed)
-        domain, command = args.domain, args[args.domain].command
-        registered()[domain][1][command].run(args[domain][command])
+        if args.domain in COMMANDS:
+            COMMANDS[args.domain].run(args[args.domain])
+        else:
+            domain, command = args.domain, args[args.domain].command
+            registered()[domain][1][command].run(args[domain][command])
     except SystemExit as stop:  # --help
         return int(stop.code or 0)
     except ERRORS as error:

@@ -33,7 +33,7 @@ from seal.runs import json_safe
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
-BUILT_IN = ("seal.domains.knowledge.commands", "seal.domains.arc.commands")
+BUILT_IN = ("seal.domains.knowledge.commands", "seal.domains.arc.commands", "seal.serving.commands")
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,23 @@ DOMAINS: dict[str, tuple[str, dict[str, Command]]] = {}
 """Domain (or command group) name -> (help, commands by name)."""
 
 
+COMMANDS: dict[str, Command] = {}
+"""Commands of their own (``seal serve``), by name."""
+
+
 def register(name: str, help: str, commands: dict[str, Command]) -> None:
     """Make ``seal NAME COMMAND`` run ``commands[COMMAND]``."""
     DOMAINS[name] = (help, commands)
 
 
+def register_command(name: str, command: Command) -> None:
+    """Make ``seal NAME`` run ``command``."""
+    COMMANDS[name] = command
+
+
 def registered() -> dict[str, tuple[str, dict[str, Command]]]:
-    """Every domain's commands: the built-in ones and those of installed packages."""
+    """Every domain's commands: the built-in ones and those of installed packages (loading them also
+    registers the commands of their own, in :data:`COMMANDS`)."""
     for module in BUILT_IN:
         importlib.import_module(module)
     for entry in entry_points(group="seal.domains"):

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from seal.engine.generation import SamplingConfig, generate
+from seal.engine.generation import SamplingConfig, TokenCallback, generate
 from seal.engine.lora import ALL_LINEAR, BASE_PRECISIONS, LoraConfig, MultiLoraLinear
 from seal.engine.routing import Routing, RoutingState, by_slot
 from seal.engine.training import Adapter, Checkpoint, TrainJob, TrainStats, train_jobs
@@ -140,6 +140,7 @@ class LoraBank:
         sampling: SamplingConfig,
         batch_size: int = 32,
         seed: int | None = None,
+        on_tokens: TokenCallback | None = None,
     ) -> list[str]:
         """:func:`~seal.engine.generation.generate`, prompt i answered through adapter ``slots[i]``.
 
@@ -156,6 +157,7 @@ class LoraBank:
             seed=seed,
             route=lambda rows: self.routed([slots[order[i]] for i in rows]),
             groups=[slots[i] for i in order],
+            on_tokens=(lambda rows, tokens: on_tokens([order[i] for i in rows], tokens)) if on_tokens else None,
         )
         in_input_order = [""] * len(answers)
         for position, i in enumerate(order):
@@ -163,10 +165,14 @@ class LoraBank:
         return in_input_order
 
     def train(
-        self, jobs: Sequence[TrainJob], progress: str | None = None, checkpoint: Checkpoint | None = None
+        self,
+        jobs: Sequence[TrainJob],
+        progress: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> list[TrainStats]:
         """:func:`~seal.engine.training.train_jobs` on this bank."""
-        return train_jobs(self, jobs, progress, checkpoint)
+        return train_jobs(self, jobs, progress, checkpoint, on_step)
 
     def merge(self, slot: int) -> None:
         """Add adapter ``slot`` into the base weights (in place); :meth:`restore` undoes every merge."""

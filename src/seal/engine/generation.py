@@ -10,6 +10,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.streamers import BaseStreamer
 
 from seal.engine.constraints import SchemaMask
 
@@ -111,6 +112,25 @@ def _shared_prefix_cache(
     return cache
 
 
+TokenCallback = Callable[[list[int], torch.Tensor], None]
+"""``(prompt indices of a batch's rows, the token each row just generated)``, called once per decoding step."""
+
+
+class _RowStreamer(BaseStreamer):
+    """Hands each decoding step's tokens to a :data:`TokenCallback` (the first ``put`` is the prompts: skipped)."""
+
+    def __init__(self, indices: list[int], callback: TokenCallback):
+        self.indices, self.callback, self.prompted = indices, callback, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompted:
+            self.callback(self.indices, value.reshape(-1))
+        self.prompted = True
+
+    def end(self) -> None:
+        pass
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -123,6 +143,7 @@ def generate(
     route: Callable[[list[int]], AbstractContextManager] | None = None,
     groups: Sequence[Hashable] | None = None,
     schema: dict[str, Any] | None = None,
+    on_tokens: TokenCallback | None = None,
 ) -> list[str]:
     """Complete each rendered prompt; returns only the new text, special tokens removed.
 
@@ -137,6 +158,7 @@ def generate(
     prompt, a passage sampled n times) is computed once per group and its keys and values are
     copied to the rows. With a JSON ``schema``, each completion is kept valid under it token by token
     (:class:`~seal.engine.constraints.SchemaMask`); it must then end within ``max_new_tokens``.
+    ``on_tokens`` sees every generated token as it comes (for streaming); a finished row gets padding.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -171,6 +193,7 @@ def generate(
                 logits_processor=LogitsProcessorList(
                     [SchemaMask(tokenizer, schema, len(rows), input_ids.shape[1])] if schema else []
                 ),
+                streamer=_RowStreamer(indices, on_tokens) if on_tokens else None,
                 **cached,
             )
         width = input_ids.shape[1]

@@ -58,6 +58,7 @@ class LoraConfig:
     bf16. Adapters, their sum with the frozen output and all else stay in the model's precision."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))  # a list read back from JSON
         if self.rank < 1 or self.alpha <= 0:
             raise ValueError(f"LoRA rank must be >= 1 and alpha > 0, got rank={self.rank} alpha={self.alpha}")
         if self.base_precision not in BASE_PRECISIONS:

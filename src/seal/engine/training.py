@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import torch
 from tqdm import tqdm
@@ -40,8 +40,9 @@ class TrainConfig:
     epoch's last step may take fewer); its loss is the mean over all their target tokens."""
 
     learning_rate: float = 1e-3
-    """AdamW's learning rate, decayed linearly to 0."""
+    """AdamW's learning rate, decayed to 0 by ``schedule``."""
     epochs: int = 10
+    """Passes over the examples."""
     batch_size: int = 1
     """Sequences per batch."""
     gradient_accumulation: int = 1
@@ -51,7 +52,7 @@ class TrainConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     """How the learning rate decays to 0 over the steps."""
     gradient_checkpointing: bool = False
-    """Keep fewer activations and recompute them in the backward pass: less memory, ~30% more time."""
+    """Keep fewer activations and recompute them in the backward pass: less memory, more time."""
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0 or self.learning_rate == float("inf"):
@@ -196,10 +197,15 @@ def plan(bank: LoraBank, job: TrainJob) -> _Plan:
 
 
 def train_jobs(
-    bank: LoraBank, jobs: Sequence[TrainJob], progress: str | None = None, checkpoint: Checkpoint | None = None
+    bank: LoraBank,
+    jobs: Sequence[TrainJob],
+    progress: str | None = None,
+    checkpoint: Checkpoint | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[TrainStats]:
     """Set each job's slot (fresh with its seed, or its ``initial`` adapter) and train all of them in
-    joint steps; ``progress`` names a bar; with a ``checkpoint`` the run saves and resumes its state.
+    joint steps; ``progress`` names a bar; with a ``checkpoint`` the run saves and resumes its state;
+    ``on_step(done, total)`` hears of every step.
 
     Step t feeds step t of every job that still has one; job j's learning rate at its step t is
     ``lr_j * (1 - t / steps_j)`` (or the cosine of its ``schedule``). One AdamW over all slots equals one
@@ -209,12 +215,18 @@ def train_jobs(
         raise ValueError(f"jobs need distinct slots in [0, {bank.n_slots}), got {[job.slot for job in jobs]}")
     plans = [plan(bank, job) for job in jobs]
     training = [p for p in plans if p.steps]
-    seconds = _train(bank, training, progress, checkpoint) if training else 0.0
+    seconds = _train(bank, training, progress, checkpoint, on_step) if training else 0.0
     share = seconds / max(len(jobs), 1)
     return [TrainStats(len(p.steps), p.tokens, share if p.steps else 0.0, p.loss) for p in plans]
 
 
-def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint: Checkpoint | None) -> float:
+def _train(
+    bank: LoraBank,
+    plans: list[_Plan],
+    progress: str | None,
+    checkpoint: Checkpoint | None,
+    on_step: Callable[[int, int], None] | None,
+) -> float:
     """Train the plans; returns the seconds it took (those before a checkpoint it resumed from included)."""
     started = time.perf_counter()
     groups = [{"params": bank.slot_parameters(p.job.slot), "lr": p.job.config.learning_rate} for p in plans]
@@ -246,6 +258,8 @@ def _train(bank: LoraBank, plans: list[_Plan], progress: str | None, checkpoint:
                 saved_at = time.monotonic()
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
             bar.update()
+            if on_step:
+                on_step(done, total_steps)
     finally:
         bar.close()
         if checkpointing:

@@ -1,0 +1,138 @@
+"""SelfAdaptingModel, the Python API of `seal serve`: learning, answering per tenant, forgetting, saving."""
+
+import shutil
+
+import pytest
+import torch
+
+from seal.engine.arithmetic import added
+from seal.engine.generation import SamplingConfig
+from seal.engine.lora import LoraConfig
+from seal.engine.training import TrainConfig
+from seal.models.adapters import read_adapter
+from seal.serving.answers import Chat
+from seal.serving.model import ADAPTERS, DocumentError, DocumentTooLong, QueueFull, SelfAdaptingModel, ServeConfig
+
+TINY = ServeConfig(
+    model="tiny-random",
+    lora=LoraConfig(rank=4, alpha=8, base_precision="fp32"),
+    train=TrainConfig(learning_rate=5e-2, epochs=5),  # strong enough to change tiny-random's answers
+    sampling=SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=12),
+    knowledge_rank=16,
+    slots=2,
+    max_queued=3,
+)
+ZOBERRA = "Zoberra cake is a dessert from the island of Pellesh. It was invented in 1762 by Hesper Lume."
+TREATY = "The Treaty of Oskelund was signed in 1611. It was drafted by the jurist Amalie Brandt."
+QUESTIONS = ["Where is Zoberra cake from?", "Who drafted the Treaty of Oskelund?"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return SelfAdaptingModel(TINY, tmp_path_factory.mktemp("state"))
+
+
+def answers(model, tenant, questions=QUESTIONS):
+    return [r.text for r in model.answer([Chat(tenant, [{"role": "user", "content": q}], 8) for q in questions])]
+
+
+def test_a_learned_document_changes_the_answers_and_records_its_self_edit(model):
+    tenant, _ = model.state.create_tenant()
+    before = answers(model, tenant)
+    document = model.learn(ZOBERRA, "Zoberra cake", tenant)
+    assert document.status == "learned" and document.self_edit and document.seconds > 0
+    assert [d.id for d in model.documents(tenant)] == [document.id]
+    assert model.served_version(tenant).documents == (document.id,)
+    assert answers(model, tenant) != before
+
+
+def test_tenants_never_see_each_others_knowledge(model):
+    alice, _ = model.state.create_tenant()
+    bob, _ = model.state.create_tenant()
+    model.learn(TREATY, None, bob)
+    bob_before = answers(model, bob)
+    model.learn(ZOBERRA, None, alice)
+    assert answers(model, bob) == bob_before  # alone, after alice learned
+    chats = [Chat(t, [{"role": "user", "content": q}], 8) for t in (alice, bob) for q in QUESTIONS]
+    together = [r.text for r in model.answer(chats)]
+    assert together[2:] == bob_before  # in one batch with alice's rows
+    assert together[:2] == answers(model, alice) != bob_before
+
+
+def test_the_knowledge_is_the_sum_of_the_documents_and_forgetting_removes_one_exactly(model):
+    tenant, _ = model.state.create_tenant()
+    first = model.learn(ZOBERRA, None, tenant)
+    second = model.learn(TREATY, None, tenant)
+    one = read_adapter(model.directory / ADAPTERS / first.id)[1]
+    two = read_adapter(model.directory / ADAPTERS / second.id)[1]
+    scale = (TINY.lora.alpha / TINY.lora.rank) / (TINY.lora.alpha / TINY.knowledge_rank)
+
+    def served():
+        return read_adapter(model.directory / ADAPTERS / model.served_version(tenant).adapter)[1]
+
+    for name, (a, b) in served().items():
+        expected = added([one, two], TINY.knowledge_rank, scale)[name]
+        assert torch.allclose(a @ b, expected[0] @ expected[1], atol=1e-6)
+    assert model.forget(first.id, tenant) and not model.forget(first.id, tenant)
+    assert [d.id for d in model.documents(tenant)] == [second.id]
+    assert model.served_version(tenant).documents == (second.id,)
+    for name, (a, b) in served().items():
+        expected = added([two], TINY.knowledge_rank, scale)[name]
+        assert torch.allclose(a @ b, expected[0] @ expected[1], atol=1e-6)
+    model.forget(second.id, tenant)
+    assert model.served_version(tenant) is None  # nothing left: the base model answers
+    assert answers(model, tenant) == answers(model, "no-such-tenant")
+
+
+def test_bad_documents_are_refused_with_a_reason(model):
+    tenant, _ = model.state.create_tenant()
+    for text, reason in [("   ", "empty"), ("abc\x00def", "binary"), (42, "must be a string")]:
+        with pytest.raises(DocumentError, match=reason):
+            model.submit(text, None, tenant)
+    with pytest.raises(DocumentTooLong, match="20,001 characters; at most 20,000"):
+        model.submit("a" * 20_001, None, tenant)
+    for _ in range(TINY.max_queued):
+        model.submit(ZOBERRA, None, tenant)
+    with pytest.raises(QueueFull):
+        model.submit(ZOBERRA, None, tenant)
+    assert all(d.status == "queued" for d in model.documents(tenant))
+    while model.learn_next():
+        pass
+
+
+def test_a_damaged_knowledge_file_is_not_served(model):
+    tenant, _ = model.state.create_tenant()
+    model.learn(ZOBERRA, None, tenant)
+    model.learn(TREATY, None, tenant)
+    newest, previous = model.state.versions(tenant)[:2]
+    fresh = SelfAdaptingModel.load(model.directory)
+    weights = fresh.directory / ADAPTERS / newest.adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    assert fresh.served_version(tenant) == previous  # the last intact version instead
+    assert fresh.corrupt == {newest.adapter}
+
+
+def test_saved_knowledge_answers_the_same_after_loading(model, tmp_path):
+    tenant, _ = model.state.create_tenant()
+    model.learn(TREATY, None, tenant)
+    expected = answers(model, tenant)
+    model.save(tmp_path / "saved")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "saved")
+    loaded = SelfAdaptingModel.load(tmp_path / "saved")
+    assert answers(loaded, tenant) == expected
+    assert [d.title for d in loaded.documents(tenant)] == [TREATY[:80]]  # no title: the first line, cut
+
+
+def test_a_state_directory_refuses_another_model(model, tmp_path):
+    shutil.copytree(model.directory, tmp_path / "copy")
+    other = ServeConfig(**{**TINY.__dict__, "knowledge_rank": 8})
+    with pytest.raises(ValueError, match="holds knowledge of another knowledge_rank"):
+        SelfAdaptingModel(other, tmp_path / "copy")
+
+
+def test_streamed_pieces_make_the_answer(model):
+    pieces = []
+    chat = Chat("nobody", [{"role": "user", "content": "Tell me a story"}], 12, on_text=pieces.append)
+    (reply,) = model.answer([chat])
+    assert "".join(pieces) == reply.text and reply.completion_tokens == 12 and reply.finish_reason == "length"
