@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# The browser tests drive Debian's Chromium headless (Playwright, executable_path).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: demo test install clean
 
@@ -21,12 +24,15 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 install: $(INSTALLED)
 
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 demo: $(INSTALLED)
 	$(VENV)/bin/seal knowledge demo
 
 # The suite runs twice: as on a machine whose default precision is fp32, and as on one with native
 # bf16 units (bf16 is emulated where there are none: slower, same code path).
-test: $(INSTALLED)
+test: $(INSTALLED) $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q --default-precision fp32

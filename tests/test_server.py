@@ -267,3 +267,14 @@ def test_kill_9_loses_no_accepted_document_and_serves_the_last_committed_knowled
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_serve_without_an_admin_key_is_one_line(tmp_path, monkeypatch, capsys):
+    from seal.cli import main
+
+    monkeypatch.delenv("SEAL_ADMIN_KEY", raising=False)
+    assert main(["serve", "--model", "tiny-random", "--state", str(tmp_path / "state")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "seal: error: set SEAL_ADMIN_KEY to a secret of 16 characters or more (e.g. $(openssl rand -hex 32))"
+    )
+    assert not (tmp_path / "state").exists()

@@ -21,9 +21,12 @@ def _arguments(parser: ArgumentParser) -> None:
 
 
 def _serve(args: Namespace) -> None:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from seal.serving.app import create_app
+        from seal.serving.app import create_app
+    except ImportError as error:
+        raise ValueError(f"seal serve needs {error.name}: pip install 'seal-lm[serve]'") from error
 
     admin_key = os.environ.get("SEAL_ADMIN_KEY", "")
     if len(admin_key) < 16:
