@@ -478,6 +478,22 @@ def test_batch_rows_keep_input_order_so_grouped_prompts_stay_grouped(tiny):
     assert batches == [[1, 2, 3], [0, 4]]  # batched by length, rows in input order
 
 
+def test_streamed_tokens_are_the_generated_answers_in_input_order():
+    bank = new_bank(n_slots=2)
+    bank.train([TrainJob(1, EXAMPLES, FAST, seed=0)])
+    prompts = [render_prompt(bank.tokenizer, text) for text in ("Hello", "A much longer question here", "Hi")]
+    streamed: dict[int, list[int]] = {i: [] for i in range(3)}
+
+    def collect(rows, tokens):
+        for row, token in zip(rows, tokens.tolist()):
+            streamed[row].append(token)
+
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    answers = bank.generate(prompts, [1, None, 1], sampling, batch_size=2, on_tokens=collect)
+    assert all(len(tokens) == 6 for tokens in streamed.values())  # one per step, padding after an end
+    assert [bank.tokenizer.decode(streamed[i], skip_special_tokens=True).strip() for i in range(3)] == answers
+
+
 def test_sampling_is_reproducible_with_a_seed(tiny):
     prompt = [render_prompt(tiny.tokenizer, "Write something")] * 2
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
