@@ -136,3 +136,33 @@ def test_streamed_pieces_make_the_answer(model):
     chat = Chat("nobody", [{"role": "user", "content": "Tell me a story"}], 12, on_text=pieces.append)
     (reply,) = model.answer([chat])
     assert "".join(pieces) == reply.text and reply.completion_tokens == 12 and reply.finish_reason == "length"
+
+
+def test_a_document_forgotten_while_it_is_learned_never_reaches_the_knowledge(model, monkeypatch):
+    tenant, _ = model.state.create_tenant()
+    kept = model.learn(TREATY, None, tenant)
+    doomed = model.submit(ZOBERRA, None, tenant)
+    learn = model._learn_document
+
+    def learn_then_forget(document):
+        seconds = learn(document)
+        model.forget(document.id, tenant, wait=False)  # deleted after training, before the commit
+        return seconds
+
+    monkeypatch.setattr(model, "_learn_document", learn_then_forget)
+    model.learn_next()
+    assert model.served_version(tenant).documents == (kept.id,)
+    assert not (model.directory / ADAPTERS / doomed.id).exists()  # its adapter is gone too
+
+
+def test_forgetting_without_waiting_takes_effect_at_once_and_the_rest_comes_back(model):
+    tenant, _ = model.state.create_tenant()
+    first = model.learn(ZOBERRA, None, tenant)
+    second = model.learn(TREATY, None, tenant)
+    with_both = answers(model, tenant)
+    model.forget(first.id, tenant, wait=False)
+    assert model.served_version(tenant) is None  # every kept version holds the forgotten document
+    assert answers(model, tenant) == answers(model, "no-such-tenant")
+    model.refresh()
+    assert model.served_version(tenant).documents == (second.id,)
+    assert answers(model, tenant) != with_both

@@ -57,7 +57,8 @@ class ChatIn(BaseModel):
 
 
 class Learner:
-    """A thread learning queued documents one after another; :meth:`wake` when one is queued."""
+    """A thread learning queued documents one after another, and forming anew the knowledge of tenants
+    who forgot one; :meth:`wake` it when there is something to do."""
 
     def __init__(self, model: SelfAdaptingModel):
         self.model = model
@@ -75,6 +76,7 @@ class Learner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.model.refresh()
             if self.model.learn_next() is None:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
@@ -196,8 +198,9 @@ def create_app(model: SelfAdaptingModel, admin_key: str | None, max_body_bytes: 
 
     @app.delete("/v1/documents/{document_id}")
     def delete_document(document_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        if not model.forget(document_id, owner):
+        if not model.forget(document_id, owner, wait=False):
             raise ApiError(404, f"no document {document_id}")
+        services["learner"].wake()
         return {"id": document_id, "deleted": True}
 
     @app.get("/v1/models")

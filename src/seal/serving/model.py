@@ -34,7 +34,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from seal.domain import Rejection
-from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.data import Passage, passage_id
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.engine.arithmetic import added
 from seal.engine.bank import LoraBank
@@ -145,6 +145,7 @@ class SelfAdaptingModel:
         self.corrupt: set[str] = set()
         """Adapter files found damaged (never served)."""
         self._verified: dict[str, str] = {}
+        self._stale: set[str] = set()
         self._remove_unreferenced_files()
 
     # the Python API
@@ -160,13 +161,17 @@ class SelfAdaptingModel:
         """The answer from what ``tenant`` has learned (greedy)."""
         return self.answer([Chat(tenant, [{"role": "user", "content": question}], max_tokens)])[0].text
 
-    def forget(self, document_id: str, tenant: str = DEFAULT_TENANT) -> bool:
-        """Forget a document: from now on it does not influence answers. False if there is no such document."""
+    def forget(self, document_id: str, tenant: str = DEFAULT_TENANT, wait: bool = True) -> bool:
+        """Forget a document: from this moment it influences no answer (a version holding it is never
+        served again). The tenant's knowledge without it is then formed anew: now, or with ``wait=False``
+        by :meth:`refresh` (the server's learner), the tenant answering from an older version or the
+        base model meanwhile. False if the tenant has no such document."""
         if not self.state.delete_document(tenant, document_id):
             return False
         self.progress.pop(document_id, None)
-        with self._learning:
-            self._commit_knowledge(tenant, {})
+        self._stale.add(tenant)
+        if wait:
+            self.refresh()
         return True
 
     def documents(self, tenant: str = DEFAULT_TENANT) -> list[Document]:
@@ -219,6 +224,12 @@ class SelfAdaptingModel:
         title = (title or "").strip() or text.splitlines()[0][:80]
         return text, title
 
+    def refresh(self) -> None:
+        """Form anew the knowledge of tenants who forgot documents, and delete those documents' files."""
+        with self._learning:
+            while self._stale:
+                self._commit_knowledge(self._stale.pop(), {})
+
     def learn_next(self) -> Document | None:
         """Learn the oldest queued document (of any tenant) and commit its tenant's new knowledge;
         returns it, or None if nothing is queued. A failure marks the document ``failed``."""
@@ -242,7 +253,7 @@ class SelfAdaptingModel:
         started = time.perf_counter()
         bank = self._learning_bank()
         passage = Passage(document.id, document.title, self.state.text(document.id), ())
-        seed = unit_seed(self.config.seed, document.id)
+        seed = unit_seed(self.config.seed, passage_id(passage.context))  # the same text learns the same way
         self_edit = sample(bank.model, bank.tokenizer, self.domain.prompt(passage), 1, self.config.sampling, seed)[0]
         self.state.set_self_edit(document.id, self_edit)
         update = self.domain.to_update(passage, self_edit)
@@ -257,23 +268,30 @@ class SelfAdaptingModel:
         save_adapter(self._document_adapter(document.id), bank.adapter(0), *self._shape(), torch.float32)
         return time.perf_counter() - started
 
-    def _commit_knowledge(self, tenant: str, learned: dict[str, float]) -> Version:
-        """The tenant's knowledge as the sum of its learned documents' adapters (and ``learned``, just
-        trained), written to a new file and committed as its newest version."""
-        documents = [d.id for d in self.state.documents(tenant) if d.status == "learned" or d.id in learned]
-        adapters = [self._read_document_adapter(d) for d in documents]
-        path = self.directory / ADAPTERS / f"knowledge-{uuid.uuid4().hex[:16]}"
-        if adapters:
-            rank, alpha, base = self._shape()
-            scale = (alpha / rank) / (alpha / self.config.knowledge_rank)
-            knowledge = added(adapters, self.config.knowledge_rank, scale)
-            save_adapter(path, knowledge, self.config.knowledge_rank, alpha, base, torch.float32)
-            digest = file_sha256(path)
-        else:
-            path, digest = Path(""), ""
-        version = self.state.commit_version(tenant, path.name, digest, documents, learned)
+    def _commit_knowledge(self, tenant: str, learned: dict[str, float]) -> None:
+        """The tenant's knowledge as the sum of its learned documents' adapters (and those of ``learned``,
+        just trained), written to a new file and committed as its newest version; formed again if a
+        document is forgotten meanwhile. Then the files of forgotten documents and old versions go."""
+        while True:
+            documents = [d.id for d in self.state.documents(tenant) if d.status == "learned" or d.id in learned]
+            path, digest = self._write_knowledge(documents)
+            if self.state.commit_version(tenant, path.name if path else "", digest, documents, learned):
+                break
+            if path:
+                shutil.rmtree(path)
         self._prune_versions(tenant)
-        return version
+        self._remove_unreferenced_files()
+
+    def _write_knowledge(self, documents: list[str]) -> tuple[Path | None, str]:
+        """The sum of the documents' adapters as a new knowledge file, and its digest (none for no documents)."""
+        if not documents:
+            return None, ""
+        rank, alpha, base = self._shape()
+        scale = (alpha / rank) / (alpha / self.config.knowledge_rank)
+        knowledge = added([self._read_document_adapter(d) for d in documents], self.config.knowledge_rank, scale)
+        path = self.directory / ADAPTERS / f"knowledge-{uuid.uuid4().hex[:16]}"
+        save_adapter(path, knowledge, self.config.knowledge_rank, alpha, base, torch.float32)
+        return path, file_sha256(path)
 
     def _read_document_adapter(self, document_id: str) -> Adapter:
         return read_adapter(self._document_adapter(document_id))[1]
@@ -300,11 +318,12 @@ class SelfAdaptingModel:
                 shutil.rmtree(self.directory / ADAPTERS / version.adapter, ignore_errors=True)
 
     def _remove_unreferenced_files(self) -> None:
-        """Adapter files a killed process left behind (written but never committed, or half written)."""
+        """Adapter files no document or version refers to: those of forgotten documents, and those a
+        killed process left behind (written but never committed, or half written)."""
         documents = {d.id for tenant in self.state.tenants() for d in self.state.documents(tenant)}
-        versions = self.state.adapters_in_use()
+        referenced = documents | self.state.adapters_in_use()
         for path in (self.directory / ADAPTERS).iterdir():
-            if path.name not in documents and path.name not in versions:
+            if path.name not in referenced:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
 
     # answering

@@ -200,9 +200,10 @@ class State:
 
     def commit_version(
         self, tenant: str, adapter: str, sha256: str, documents: list[str], learned: dict[str, float] | None = None
-    ) -> Version:
+    ) -> Version | None:
         """Make a new version the tenant's knowledge, in one transaction with the documents it marks
-        ``learned`` (id -> seconds spent learning it); documents deleted meanwhile are left out of it."""
+        ``learned`` (id -> seconds spent learning it). None, and nothing changed, if one of ``documents``
+        was deleted meanwhile: a version never holds a forgotten document."""
         with self._transaction() as db:
             present = {
                 row["id"]
@@ -211,19 +212,20 @@ class State:
                     (tenant, *documents),
                 )
             }
-            kept = [d for d in documents if d in present]
+            if present != set(documents):
+                return None
             number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE tenant = ?", (tenant,))
             number = number.fetchone()[0]
             db.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
-                (tenant, number, adapter, sha256, json.dumps(kept), time.time()),
+                (tenant, number, adapter, sha256, json.dumps(documents), time.time()),
             )
             for document_id, seconds in (learned or {}).items():
                 db.execute(
                     "UPDATE documents SET status = 'learned', learned = ?, seconds = ?, error = NULL WHERE id = ?",
                     (time.time(), seconds, document_id),
                 )
-        return Version(tenant, number, adapter, sha256, tuple(kept))
+        return Version(tenant, number, adapter, sha256, tuple(documents))
 
     def versions(self, tenant: str) -> list[Version]:
         """The tenant's versions, newest first."""
