@@ -8,7 +8,7 @@ once by the untouched model with a fixed seed.
 - ``alone``: each document in its own adapter, asked only its own questions (the reference: no
   other document can interfere, but a question must know which document it is about);
 - ``added``: each document trained alone into its own adapter (a constant cost per document), the
-  store's adapter the sum of them, exactly (rank 10 x r) and truncated to rank r and 4r;
+  store's adapter the sum of them (:func:`added`), exactly (rank 10 x r) and truncated to rank r and 4r;
 - ``replay``: one adapter trained further on each new document together with every earlier
   document's data (the cost of a document grows with the documents before it);
 - ``joint``: one fresh adapter trained on all ten documents at once (what a store retrains after a
@@ -24,16 +24,17 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import torch
 
 from seal.domains.knowledge.data import demo_data_path, load_passages
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.engine.arithmetic import added
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, render_prompt, sample
 from seal.engine.lora import LoraConfig
-from seal.engine.training import TrainJob
+from seal.engine.training import Adapter, TrainJob
 from seal.grading import GradeRequest, OfflineGrader, Verdict
 from seal.machine import describe
 from seal.models.loading import load_base
@@ -131,6 +132,36 @@ def main() -> None:
         d, lo, hi = s["minus_alone"]
         interval = f"minus alone {d:+.1%} [{lo:+.1%}, {hi:+.1%}]"
         print(f"{name:>18}  {s['accuracy']:6.1%}  {interval}  train {s['train_seconds']:.0f} s")
+
+
+def added(adapters: Sequence[Adapter], rank: int, scale: float = 1.0) -> Adapter:
+    """``scale`` times the sum of ``adapters`` (same layers) as one adapter of ``rank``: exact where the
+    sum's rank is at most ``rank``, else its best approximation of that rank, layer by layer. An adapter
+    trained at scaling ``s`` and used at scaling ``t`` (another alpha / rank) needs ``scale = s / t``."""
+    if not adapters:
+        raise ValueError("adding adapters needs at least one")
+    names = set(adapters[0])
+    if any(set(adapter) != names for adapter in adapters):
+        raise ValueError("the adapters to add differ in their layers")
+    return {name: _added_layer([adapter[name] for adapter in adapters], rank, scale) for name in adapters[0]}
+
+
+def _added_layer(
+    factors: Sequence[tuple[torch.Tensor, torch.Tensor]], rank: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.cat([a for a, _ in factors], dim=1).double()  # (in, k)
+    b = torch.cat([b for _, b in factors], dim=0).double() * scale  # (k, out)
+    q_a, r_a = torch.linalg.qr(a)  # a = q_a r_a
+    q_b, r_b = torch.linalg.qr(b.T)  # b = r_b^T q_b^T
+    u, sigma, v_t = torch.linalg.svd(r_a @ r_b.T)
+    kept = min(rank, sigma.numel())
+    root = sigma[:kept].sqrt()
+    new_a = torch.zeros(a.shape[0], rank, dtype=torch.float64)
+    new_b = torch.zeros(rank, b.shape[1], dtype=torch.float64)
+    new_a[:, :kept] = q_a @ u[:, :kept] * root
+    new_b[:kept] = (root[:, None] * v_t[:kept]) @ q_b.T
+    dtype = factors[0][0].dtype
+    return new_a.to(dtype), new_b.to(dtype)
 
 
 def _counts(correct: list[list[bool]]) -> np.ndarray:

@@ -196,7 +196,7 @@ def start_server(state: Path, port: int) -> subprocess.Popen:
         str(Path(sys.executable).with_name("seal")), "serve", "--model", "tiny-random", "--state", str(state),
         "--port", str(port), "--lora.rank", "4", "--lora.alpha", "8", "--lora.base_precision", "fp32",
         "--train.learning_rate", "0.05", "--train.epochs", "40", "--sampling.max_new_tokens", "12",
-        "--knowledge_rank", "16", "--slots", "2",
+        "--slots", "2",
     ]  # fmt: skip
     env = {**os.environ, "SEAL_ADMIN_KEY": ADMIN, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,13 +3,10 @@
 import shutil
 
 import pytest
-import torch
 
-from seal.engine.arithmetic import added
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
-from seal.models.adapters import read_adapter
 from seal.serving.answers import Chat
 from seal.serving.model import ADAPTERS, DocumentError, DocumentTooLong, QueueFull, SelfAdaptingModel, ServeConfig
 
@@ -18,7 +15,6 @@ TINY = ServeConfig(
     lora=LoraConfig(rank=4, alpha=8, base_precision="fp32"),
     train=TrainConfig(learning_rate=5e-2, epochs=5),  # strong enough to change tiny-random's answers
     sampling=SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=12),
-    knowledge_rank=16,
     slots=2,
     max_queued=3,
 )
@@ -59,26 +55,18 @@ def test_tenants_never_see_each_others_knowledge(model):
     assert together[:2] == answers(model, alice) != bob_before
 
 
-def test_the_knowledge_is_the_sum_of_the_documents_and_forgetting_removes_one_exactly(model):
+def test_knowledge_holds_every_document_and_forgetting_one_is_exact(model):
     tenant, _ = model.state.create_tenant()
     first = model.learn(ZOBERRA, None, tenant)
     second = model.learn(TREATY, None, tenant)
-    one = read_adapter(model.directory / ADAPTERS / first.id)[1]
-    two = read_adapter(model.directory / ADAPTERS / second.id)[1]
-    scale = (TINY.lora.alpha / TINY.lora.rank) / (TINY.lora.alpha / TINY.knowledge_rank)
-
-    def served():
-        return read_adapter(model.directory / ADAPTERS / model.served_version(tenant).adapter)[1]
-
-    for name, (a, b) in served().items():
-        expected = added([one, two], TINY.knowledge_rank, scale)[name]
-        assert torch.allclose(a @ b, expected[0] @ expected[1], atol=1e-6)
+    assert model.served_version(tenant).documents == (first.id, second.id)
+    both = answers(model, tenant)
     assert model.forget(first.id, tenant) and not model.forget(first.id, tenant)
     assert [d.id for d in model.documents(tenant)] == [second.id]
     assert model.served_version(tenant).documents == (second.id,)
-    for name, (a, b) in served().items():
-        expected = added([two], TINY.knowledge_rank, scale)[name]
-        assert torch.allclose(a @ b, expected[0] @ expected[1], atol=1e-6)
+    only_treaty, _ = model.state.create_tenant()
+    model.learn(TREATY, None, only_treaty)
+    assert answers(model, tenant) == answers(model, only_treaty) != both  # as if it had never been learned
     model.forget(second.id, tenant)
     assert model.served_version(tenant) is None  # nothing left: the base model answers
     assert answers(model, tenant) == answers(model, "no-such-tenant")
@@ -126,8 +114,8 @@ def test_saved_knowledge_answers_the_same_after_loading(model, tmp_path):
 
 def test_a_state_directory_refuses_another_model(model, tmp_path):
     shutil.copytree(model.directory, tmp_path / "copy")
-    other = ServeConfig(**{**TINY.__dict__, "knowledge_rank": 8})
-    with pytest.raises(ValueError, match="holds knowledge of another knowledge_rank"):
+    other = ServeConfig(**{**TINY.__dict__, "lora": LoraConfig(rank=8, alpha=8, base_precision="fp32")})
+    with pytest.raises(ValueError, match="holds knowledge of another lora"):
         SelfAdaptingModel(other, tmp_path / "copy")
 
 
@@ -142,17 +130,21 @@ def test_a_document_forgotten_while_it_is_learned_never_reaches_the_knowledge(mo
     tenant, _ = model.state.create_tenant()
     kept = model.learn(TREATY, None, tenant)
     doomed = model.submit(ZOBERRA, None, tenant)
-    learn = model._learn_document
+    bank = model._learning_bank()
+    train = bank.train
 
-    def learn_then_forget(document):
-        seconds = learn(document)
-        model.forget(document.id, tenant, wait=False)  # deleted after training, before the commit
-        return seconds
+    def train_then_forget(jobs, **options):
+        stats = train(jobs, **options)
+        if model.state.document(tenant, doomed.id):
+            model.forget(doomed.id, tenant, wait=False)  # deleted after training, before the commit
+        return stats
 
-    monkeypatch.setattr(model, "_learn_document", learn_then_forget)
+    monkeypatch.setattr(bank, "train", train_then_forget)
     model.learn_next()
     assert model.served_version(tenant).documents == (kept.id,)
-    assert not (model.directory / ADAPTERS / doomed.id).exists()  # its adapter is gone too
+    assert model.state.document(tenant, doomed.id) is None
+    files = {path.name for path in (model.directory / ADAPTERS).iterdir()}
+    assert files == model.state.adapters_in_use()  # the knowledge trained with it is gone too
 
 
 def test_forgetting_without_waiting_takes_effect_at_once_and_the_rest_comes_back(model):

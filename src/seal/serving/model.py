@@ -2,12 +2,13 @@
 keeps what it learned on disk, and answers each tenant from that tenant's knowledge only.
 
 Learning a document is SEAL's inner loop: the model writes a self-edit for it (implications by
-default), and a fresh LoRA adapter is trained on the document and its self-edit. How a tenant holds
-many documents was chosen by measurement (``benchmarks/knowledge_store.py``, ``docs/serving.md``):
-every document keeps its own adapter, and the tenant's knowledge is their sum, held as one adapter of
-``knowledge_rank`` (:func:`~seal.engine.arithmetic.added`). So learning a document costs the same
-however many came before, forgetting one is exact and needs no training (the sum is formed again
-without it), and one document's training never disturbs another's.
+default) and a LoRA adapter is trained on the document and its self-edit. A tenant's knowledge is one
+adapter, trained further on each new document together with the self-edit data of up to ``replay``
+earlier documents (rehearsal: without it, each new document erases the last ones). How a tenant
+should hold many documents was chosen by measurement (``benchmarks/knowledge_store.py``,
+``docs/serving.md``): adding up per-document adapters, which would make forgetting free, loses every
+document once ten are added. Forgetting a document instead retrains the tenant's adapter from
+scratch on the documents that remain (their self-edits are kept, so nothing is sampled again).
 
 Answers of many tenants share one batched generation: a tenant's knowledge sits in one slot of the
 serving :class:`~seal.engine.bank.LoraBank` (its ``slots`` most recently asked tenants stay loaded).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import shutil
 import tempfile
 import threading
@@ -29,18 +31,17 @@ import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
 from seal.domain import Rejection
 from seal.domains.knowledge.data import Passage, passage_id
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.engine.arithmetic import added
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, sample, tokenize_prompt
 from seal.engine.lora import LoraConfig
-from seal.engine.training import Adapter, TrainConfig, TrainJob
+from seal.engine.training import TrainConfig, TrainingExample, TrainJob
 from seal.grading import OfflineGrader
 from seal.models.adapters import read_adapter, save_adapter
 from seal.models.loading import EMBEDDED_MODEL, load_base
@@ -78,8 +79,8 @@ class ServeConfig:
     """How self-edits are sampled."""
     self_edit_prompt: Literal["implications", "implications-long", "rewrite", "self-qa"] = "implications"
     """How the model is asked for a self-edit of a document."""
-    knowledge_rank: int = 128
-    """Rank of the adapter that holds a tenant's documents together (their sum, exact up to this rank)."""
+    replay_ratio: float = 1.0
+    """Earlier documents' training examples rehearsed per example of a new document (drawn at random)."""
     slots: int = 8
     """Tenants whose knowledge stays loaded for answering at once."""
     max_document_chars: int = 20_000
@@ -89,14 +90,13 @@ class ServeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.knowledge_rank < 1 or self.slots < 1 or self.max_document_chars < 1 or self.max_queued < 1:
-            raise ValueError(f"knowledge_rank, slots, max_document_chars and max_queued must be >= 1: {self}")
+        if self.replay_ratio < 0 or self.slots < 1 or self.max_document_chars < 1 or self.max_queued < 1:
+            raise ValueError(f"replay_ratio must be >= 0, slots, max_document_chars and max_queued >= 1: {self}")
 
     def fixed(self) -> dict[str, Any]:
         """What a state directory's adapters depend on: they cannot be served by another model or shape."""
         lora = self.lora
-        return {"model": self.model, "lora": (lora.rank, lora.alpha, list(lora.target_modules)),
-                "knowledge_rank": self.knowledge_rank}  # fmt: skip
+        return {"model": self.model, "lora": (lora.rank, lora.alpha, list(lora.target_modules))}
 
 
 @dataclass
@@ -132,8 +132,7 @@ class SelfAdaptingModel:
         self.state = State(self.directory / "state.sqlite")
         self.domain = KnowledgeDomain(OfflineGrader(), config.train, config.self_edit_prompt)
         loaded = load_base(config.model, config.lora)
-        knowledge = LoraConfig(**{**asdict(config.lora), "rank": config.knowledge_rank})
-        self.bank = LoraBank(loaded.model, loaded.tokenizer, knowledge, n_slots=config.slots, name=config.model)
+        self.bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=config.slots, name=config.model)
         self.tokenizer = loaded.tokenizer
         self.end_tokens = end_tokens(loaded.tokenizer, loaded.model.generation_config.eos_token_id)
         self._answering = threading.Lock()
@@ -144,7 +143,7 @@ class SelfAdaptingModel:
         """Share of its training done, for each document being learned."""
         self.corrupt: set[str] = set()
         """Adapter files found damaged (never served)."""
-        self._verified: dict[str, str] = {}
+        self._verified: dict[str, tuple[tuple, str]] = {}
         self._stale: set[str] = set()
         self._remove_unreferenced_files()
 
@@ -225,10 +224,11 @@ class SelfAdaptingModel:
         return text, title
 
     def refresh(self) -> None:
-        """Form anew the knowledge of tenants who forgot documents, and delete those documents' files."""
+        """Retrain the knowledge of tenants who forgot a document (or whose newest file is damaged) from
+        scratch on the documents they keep; then the files no version refers to go."""
         with self._learning:
             while self._stale:
-                self._commit_knowledge(self._stale.pop(), {})
+                self._rebuild(self._stale.pop(), {})
 
     def learn_next(self) -> Document | None:
         """Learn the oldest queued document (of any tenant) and commit its tenant's new knowledge;
@@ -239,8 +239,7 @@ class SelfAdaptingModel:
                 return None
             self.progress[document.id] = 0.0
             try:
-                seconds = self._learn_document(document)
-                self._commit_knowledge(document.tenant, {document.id: seconds})
+                self._learn(document)
             except Exception as error:  # the document failed, the learner carries on
                 log.exception("learning %s failed", document.id)
                 self.state.fail(document.id, f"{type(error).__name__}: {error}")
@@ -248,59 +247,91 @@ class SelfAdaptingModel:
                 self.progress.pop(document.id, None)
             return self.state.document(document.tenant, document.id)
 
-    def _learn_document(self, document: Document) -> float:
-        """Write the document's self-edit and train its own adapter (saved under its id); the seconds it took."""
+    def _learn(self, document: Document) -> None:
+        """Write the document's self-edit, train the tenant's adapter further on it with rehearsal of
+        earlier documents, and commit. A tenant whose newest version is not all it learned (a document
+        forgotten, a file damaged) is retrained from scratch with the new document instead."""
         started = time.perf_counter()
-        bank = self._learning_bank()
-        passage = Passage(document.id, document.title, self.state.text(document.id), ())
-        seed = unit_seed(self.config.seed, passage_id(passage.context))  # the same text learns the same way
-        self_edit = sample(bank.model, bank.tokenizer, self.domain.prompt(passage), 1, self.config.sampling, seed)[0]
-        self.state.set_self_edit(document.id, self_edit)
-        update = self.domain.to_update(passage, self_edit)
-        if isinstance(update, Rejection):  # an empty self-edit: the document alone
-            update = self.domain.baseline_update(passage)
+        self._write_self_edit(document)
+        tenant = document.tenant
+        previous = self.served_version(tenant)
+        earlier = previous.documents if previous else ()
+        learned = [d.id for d in self.state.documents(tenant) if d.status == "learned"]
+        if sorted(learned) != sorted(earlier):
+            self._rebuild(tenant, {document.id: started})
+            return
+        new = self._examples(document.id)
+        pool = [e for d in earlier for e in self._examples(d)]
+        rng = random.Random(unit_seed(self.config.seed, passage_id(self.state.text(document.id)), "replay"))
+        rehearsed = rng.sample(pool, min(len(pool), round(self.config.replay_ratio * len(new))))
+        initial = read_adapter(self.directory / ADAPTERS / previous.adapter)[1] if previous else None
+        job = TrainJob(0, [*new, *rehearsed], self.config.train, self._seed(document.id), initial)
+        if not self._train_and_commit(tenant, [*earlier, document.id], job, {document.id: started}):
+            self._rebuild(tenant, {document.id: started})  # a document was forgotten meanwhile
 
-        def on_step(done: int, total: int) -> None:
-            if document.id in self.progress:
-                self.progress[document.id] = done / total
-
-        bank.train([TrainJob(0, update.examples, update.train, seed)], on_step=on_step)
-        save_adapter(self._document_adapter(document.id), bank.adapter(0), *self._shape(), torch.float32)
-        return time.perf_counter() - started
-
-    def _commit_knowledge(self, tenant: str, learned: dict[str, float]) -> None:
-        """The tenant's knowledge as the sum of its learned documents' adapters (and those of ``learned``,
-        just trained), written to a new file and committed as its newest version; formed again if a
-        document is forgotten meanwhile. Then the files of forgotten documents and old versions go."""
+    def _rebuild(self, tenant: str, learning: dict[str, float]) -> None:
+        """The tenant's adapter trained afresh on every document it keeps (and ``learning``: id -> when
+        its learning started), committed; again if a document is forgotten meanwhile."""
         while True:
-            documents = [d.id for d in self.state.documents(tenant) if d.status == "learned" or d.id in learned]
-            path, digest = self._write_knowledge(documents)
-            if self.state.commit_version(tenant, path.name if path else "", digest, documents, learned):
-                break
+            documents = [d.id for d in self.state.documents(tenant) if d.status == "learned" or d.id in learning]
+            examples = [e for d in documents for e in self._examples(d)]
+            job = TrainJob(0, examples, self.config.train, self._seed(*documents)) if documents else None
+            if self._train_and_commit(tenant, documents, job, learning):
+                return
+
+    def _train_and_commit(
+        self, tenant: str, documents: list[str], job: TrainJob | None, learning: dict[str, float]
+    ) -> bool:
+        """Train ``job`` (None: no knowledge at all), write its adapter, and commit it as the tenant's
+        version holding ``documents``; False (nothing committed) if one of them was forgotten meanwhile."""
+        path, digest = None, ""
+        if job is not None:
+            bank = self._learning_bank()
+            bank.train([job], on_step=self._report_progress(learning))
+            path = self.directory / ADAPTERS / f"knowledge-{uuid.uuid4().hex[:16]}"
+            save_adapter(path, bank.adapter(0), self.config.lora.rank, self.config.lora.alpha, self.config.model,
+                         torch.float32)  # fmt: skip
+            digest = file_sha256(path)
+        seconds = {d: time.perf_counter() - started for d, started in learning.items()}
+        if not self.state.commit_version(tenant, path.name if path else "", digest, documents, seconds):
             if path:
                 shutil.rmtree(path)
+            return False
         self._prune_versions(tenant)
         self._remove_unreferenced_files()
+        return True
 
-    def _write_knowledge(self, documents: list[str]) -> tuple[Path | None, str]:
-        """The sum of the documents' adapters as a new knowledge file, and its digest (none for no documents)."""
-        if not documents:
-            return None, ""
-        rank, alpha, base = self._shape()
-        scale = (alpha / rank) / (alpha / self.config.knowledge_rank)
-        knowledge = added([self._read_document_adapter(d) for d in documents], self.config.knowledge_rank, scale)
-        path = self.directory / ADAPTERS / f"knowledge-{uuid.uuid4().hex[:16]}"
-        save_adapter(path, knowledge, self.config.knowledge_rank, alpha, base, torch.float32)
-        return path, file_sha256(path)
+    def _report_progress(self, learning: dict[str, float]) -> Callable[[int, int], None]:
+        def on_step(done: int, total: int) -> None:
+            for document_id in learning:
+                if document_id in self.progress:
+                    self.progress[document_id] = done / total
 
-    def _read_document_adapter(self, document_id: str) -> Adapter:
-        return read_adapter(self._document_adapter(document_id))[1]
+        return on_step
 
-    def _document_adapter(self, document_id: str) -> Path:
-        return self.directory / ADAPTERS / document_id
+    def _write_self_edit(self, document: Document) -> None:
+        """The model's self-edit of the document, stored with it (kept if it has one: a resumed document)."""
+        if document.self_edit is not None:
+            return
+        bank = self._learning_bank()
+        prompt = self.domain.prompt(self._passage(document.id))
+        seed = self._seed(document.id)
+        self.state.set_self_edit(
+            document.id, sample(bank.model, bank.tokenizer, prompt, 1, self.config.sampling, seed)[0]
+        )
 
-    def _shape(self) -> tuple[int, int, str]:
-        return self.config.lora.rank, self.config.lora.alpha, self.config.model
+    def _examples(self, document_id: str) -> tuple[TrainingExample, ...]:
+        """What a document trains on: its text and its self-edit (the text alone if the self-edit is empty)."""
+        passage = self._passage(document_id)
+        update = self.domain.to_update(passage, self.state.self_edit(document_id) or "")
+        return (self.domain.baseline_update(passage) if isinstance(update, Rejection) else update).examples
+
+    def _passage(self, document_id: str) -> Passage:
+        return Passage(document_id, self.state.title(document_id), self.state.text(document_id), ())
+
+    def _seed(self, *document_ids: str) -> int:
+        """A seed from the documents' texts: the same documents learn the same way."""
+        return unit_seed(self.config.seed, *(passage_id(self.state.text(d)) for d in document_ids))
 
     def _learning_bank(self) -> LoraBank:
         """The learner's own copy of the model (training switches a model's mode; answering goes on meanwhile)."""
@@ -318,10 +349,9 @@ class SelfAdaptingModel:
                 shutil.rmtree(self.directory / ADAPTERS / version.adapter, ignore_errors=True)
 
     def _remove_unreferenced_files(self) -> None:
-        """Adapter files no document or version refers to: those of forgotten documents, and those a
-        killed process left behind (written but never committed, or half written)."""
-        documents = {d.id for tenant in self.state.tenants() for d in self.state.documents(tenant)}
-        referenced = documents | self.state.adapters_in_use()
+        """Adapter files no version refers to: pruned ones, and those a killed process left behind
+        (written but never committed, or half written)."""
+        referenced = self.state.adapters_in_use()
         for path in (self.directory / ADAPTERS).iterdir():
             if path.name not in referenced:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
@@ -396,17 +426,22 @@ class SelfAdaptingModel:
         return None
 
     def _intact(self, version: Version) -> bool:
+        """Whether the version's file is as committed (hashed again whenever the file changed on disk);
+        a damaged one is reported, never served, and its tenant retrained by :meth:`refresh`."""
         path = self.directory / ADAPTERS / version.adapter
         try:
-            digest = self._verified.get(version.adapter) or file_sha256(path)
+            stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(path.iterdir()))
+            known = self._verified.get(version.adapter)
+            digest = known[1] if known and known[0] == stamp else file_sha256(path)
         except OSError:
-            digest = None
+            stamp, digest = (), None
         if digest != version.sha256:
             if version.adapter not in self.corrupt:
-                log.error("knowledge file %s is missing or damaged; it is not served", path)
+                log.error("knowledge file %s is missing or damaged: not served, the tenant is retrained", path)
             self.corrupt.add(version.adapter)
+            self._stale.add(version.tenant)
             return False
-        self._verified[version.adapter] = digest
+        self._verified[version.adapter] = (stamp, digest)
         return True
 
 

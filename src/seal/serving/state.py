@@ -165,8 +165,17 @@ class State:
         return _document(row) if row else None
 
     def text(self, document_id: str) -> str:
+        return self._field(document_id, "text")
+
+    def title(self, document_id: str) -> str:
+        return self._field(document_id, "title")
+
+    def self_edit(self, document_id: str) -> str | None:
+        return self._field(document_id, "self_edit")
+
+    def _field(self, document_id: str, name: str) -> Any:
         with self._lock:
-            return self._db.execute("SELECT text FROM documents WHERE id = ?", (document_id,)).fetchone()["text"]
+            return self._db.execute(f"SELECT {name} FROM documents WHERE id = ?", (document_id,)).fetchone()[name]
 
     def documents(self, tenant: str) -> list[Document]:
         with self._lock:
@@ -235,7 +244,7 @@ class State:
 
     def adapters_in_use(self) -> set[str]:
         with self._lock:
-            return {row["adapter"] for row in self._db.execute("SELECT adapter FROM versions")}
+            return {row["adapter"] for row in self._db.execute("SELECT adapter FROM versions WHERE adapter != ''")}
 
     def drop_versions(self, tenant: str, numbers: list[int]) -> None:
         with self._transaction() as db:
