@@ -97,3 +97,13 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
     assert json.loads((tmp_path / "runs" / "python-demo" / "summary.json").read_text())["n_passages"] == 2
+
+
+def test_the_readme_serving_example_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("```python\n")[2].split("```", 1)[0]
+    assert 'seal.SelfAdaptingModel(state="runs/my-knowledge")' in example
+    quick = 'seal.ServeConfig(model="tiny-random", train=seal.TrainConfig(epochs=1)), state="runs/my-knowledge"'
+    monkeypatch.chdir(tmp_path)
+    exec(compile("import seal\n" + example.replace('state="runs/my-knowledge"', quick), "README.md", "exec"), {})
+    assert (tmp_path / "runs" / "my-knowledge" / "state.sqlite").exists()

@@ -5,6 +5,10 @@ The Python entry points, as the command line uses them::
     import seal
 
     summary = seal.run_eval(seal.EvalConfig(condition="self-edit", n_passages=10), "runs/self-edit")
+
+    model = seal.SelfAdaptingModel(state="runs/my-knowledge")  # what `seal serve` serves
+    model.learn("Zoberra cake is a dessert from the island of Pellesh.", title="Zoberra cake")
+    print(model.ask("Where is Zoberra cake from?"))
 """
 
 from seal.commands import register, standard_commands
@@ -23,6 +27,7 @@ from seal.loops.conditions import SelfEditCondition, SelfEditEvalConfig, run_con
 from seal.loops.continual import ContinualConfig
 from seal.loops.restem import RestEMConfig
 from seal.models import load_model
+from seal.serving.model import SelfAdaptingModel, ServeConfig
 
 __version__ = "0.1.0"
 __all__ = [
@@ -41,6 +46,8 @@ __all__ = [
     "Score",
     "SelfEditCondition",
     "SelfEditEvalConfig",
+    "SelfAdaptingModel",
+    "ServeConfig",
     "TrainConfig",
     "TrainingExample",
     "Update",
