@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any, AsyncIterator, Literal
 
+import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -75,6 +76,8 @@ class Learner:
         self._thread.join(timeout=600)
 
     def _run(self) -> None:
+        # half the cores at most, so that answering keeps the others while a document is learned
+        torch.set_num_threads(max(1, torch.get_num_threads() // 2))  # per thread: answering keeps its own
         while not self._stop.is_set():
             self.model.refresh()
             if self.model.learn_next() is None:

@@ -19,6 +19,7 @@ committed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -134,6 +135,9 @@ class SelfAdaptingModel:
         loaded = load_base(config.model, config.lora)
         self.bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, n_slots=config.slots, name=config.model)
         self.tokenizer = loaded.tokenizer
+        # requests are checked on the server's threads while answers are generated: a fast tokenizer
+        # must not encode on two threads at once, so checking has its own copy and lock
+        self._checking = (copy.deepcopy(loaded.tokenizer), threading.Lock())
         self.end_tokens = end_tokens(loaded.tokenizer, loaded.model.generation_config.eos_token_id)
         self._answering = threading.Lock()
         self._slots = _Slots(config.slots)
@@ -370,8 +374,11 @@ class SelfAdaptingModel:
     def check_chat(self, chat: Chat) -> None:
         """ValueError naming what is wrong with a chat that cannot be answered: one that with its answer
         would not fit the model's context."""
-        prompt = self.tokenizer.apply_chat_template(chat.messages, tokenize=False, add_generation_prompt=True)
-        length, context = len(tokenize_prompt(self.tokenizer, prompt)), self.bank.model.config.max_position_embeddings
+        tokenizer, lock = self._checking
+        with lock:
+            prompt = tokenizer.apply_chat_template(chat.messages, tokenize=False, add_generation_prompt=True)
+            length = len(tokenize_prompt(tokenizer, prompt))
+        context = self.bank.model.config.max_position_embeddings
         if length + chat.max_tokens > context:
             raise ValueError(
                 f"the conversation has {length} tokens; with max_tokens {chat.max_tokens} it exceeds "
