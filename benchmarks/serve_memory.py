@@ -67,14 +67,18 @@ def main() -> None:
         print(f"{target:>4} tenants: resident {now['resident_mb']:.0f} MB, state on disk {now['disk_mb']:.1f} MB")
     slot = sum(p.numel() * p.element_size() for layer in model.bank.layers for p in (layer.lora_a[0], layer.lora_b[0]))
     payload = {
-        "command": "benchmarks/serve_memory.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "command": "benchmarks/serve_memory.py " + " ".join(_flag(k, v) for k, v in vars(args).items()),
         "machine": describe(),
         "slot_mb": slot / 2**20,
         "steps": steps,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     Path(args.out).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def _flag(name: str, value: object) -> str:
+    shown = " ".join(map(str, value)) if isinstance(value, list) else value
+    return f"--{name.replace('_', '-')} {shown}"
 
 
 def _disk_mb(directory: Path) -> float:
