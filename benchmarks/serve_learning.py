@@ -24,7 +24,8 @@ from seal.engine.lora import LoraConfig
 from seal.grading import GradeRequest, OfflineGrader, Verdict
 from seal.machine import describe, peak_memory_mb
 from seal.serving.answers import Chat
-from seal.serving.model import SelfAdaptingModel, ServeConfig
+from seal.serving.config import ServeConfig
+from seal.serving.model import SelfAdaptingModel
 from seal.stats import paired_difference_ci, pooled_accuracy_ci
 
 

@@ -23,7 +23,8 @@ from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
 from seal.machine import describe
 from seal.serving.answers import Chat
-from seal.serving.model import SelfAdaptingModel, ServeConfig
+from seal.serving.config import ServeConfig
+from seal.serving.model import SelfAdaptingModel
 
 
 def resident_mb() -> float:

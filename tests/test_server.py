@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from seal.serving import app
 from seal.serving.app import create_app
 from seal.serving.model import SelfAdaptingModel
 from tests.test_serving import TINY, TREATY, ZOBERRA
@@ -57,7 +58,7 @@ def test_tenants_need_the_admin_key_and_keys_are_stored_hashed(served):
     assert response.status_code == 201 and key.startswith("seal-")
     assert key.encode() not in (model.directory / "state.sqlite").read_bytes()
     assert model.state.tenant_of_key(key) == response.json()["tenant"]
-    assert client.post("/v1/tenants", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert client.post("/v1/tenants", headers={"Authorization": f"Bearer {key}"}).status_code == 403
 
 
 def test_every_tenant_route_needs_a_valid_key(served):
@@ -127,8 +128,12 @@ def test_bad_documents_and_bodies_get_a_clear_error(served):
     for body, status, message in cases:
         response = client.post("/v1/documents", headers=headers, json=body)
         assert (response.status_code, message in error_of(response)) == (status, True), (body, response.text)
-    response = client.post("/v1/documents", headers={**headers, "Content-Type": "application/json"}, content=b"{nope")
+    as_json = {**headers, "Content-Type": "application/json"}
+    response = client.post("/v1/documents", headers=as_json, content=b"{nope")
     assert response.status_code == 400 and "JSON" in error_of(response)
+    unannounced = iter([b'{"text": "', b"x" * 70_000, b'"}'])  # sent in chunks, no Content-Length
+    response = client.post("/v1/documents", headers=as_json, content=unannounced)
+    assert response.status_code == 413 and "request body over 64,000 bytes" in error_of(response)
     chats = [({"messages": []}, "messages"), ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
              "max_tokens"), ({"messages": [{"role": "wizard", "content": "hi"}]}, "role")]  # fmt: skip
     for body, field in chats:
@@ -150,6 +155,28 @@ def test_queued_documents_are_bounded_per_tenant(served, monkeypatch):
     other = new_tenant(client)
     assert client.post("/v1/documents", headers=other, json={"text": TREATY}).status_code == 202
     monkeypatch.undo()
+
+
+def test_an_unforeseen_failure_is_a_json_error_and_the_learner_carries_on(served, monkeypatch):
+    client, model = served
+    headers = new_tenant(client)
+    monkeypatch.setattr(model, "documents", lambda tenant: 1 / 0)
+    response = TestClient(client.app, raise_server_exceptions=False).get("/v1/documents", headers=headers)
+    assert response.status_code == 500 and error_of(response) == "internal error: ZeroDivisionError: division by zero"
+    monkeypatch.undo()
+    monkeypatch.setattr(app, "RETRY_SECONDS", 0.1)
+    learn_next, failures = model.learn_next, []
+
+    def fail_once():
+        if not failures:
+            failures.append(1)
+            raise OSError("disk full")
+        return learn_next()
+
+    monkeypatch.setattr(model, "learn_next", fail_once)
+    document = client.post("/v1/documents", headers=headers, json={"text": TREATY}).json()
+    assert wait_learned(client, headers, document["id"])["status"] == "learned" and failures == [1]
+    assert client.get("/healthz").json()["status"] == "ok"
 
 
 def test_chat_completions_in_openai_shape_streamed_or_not(served):

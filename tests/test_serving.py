@@ -1,5 +1,6 @@
 """SelfAdaptingModel, the Python API of `seal serve`: learning, answering per tenant, forgetting, saving."""
 
+import os
 import shutil
 
 import pytest
@@ -8,7 +9,8 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
 from seal.serving.answers import Chat
-from seal.serving.model import ADAPTERS, DocumentError, DocumentTooLong, QueueFull, SelfAdaptingModel, ServeConfig
+from seal.serving.config import DocumentError, DocumentTooLong, QueueFull, ServeConfig, check_document
+from seal.serving.model import ADAPTERS, SelfAdaptingModel
 
 TINY = ServeConfig(
     model="tiny-random",
@@ -74,9 +76,12 @@ def test_knowledge_holds_every_document_and_forgetting_one_is_exact(model):
 
 def test_bad_documents_are_refused_with_a_reason(model):
     tenant, _ = model.state.create_tenant()
-    for text, reason in [("   ", "empty"), ("abc\x00def", "binary"), (42, "must be a string")]:
+    for text, reason in [("   ", "empty"), ("abc\x00def", "binary"), ("PK\x03\x04\x14" * 9, "binary"), (42, "string")]:
         with pytest.raises(DocumentError, match=reason):
             model.submit(text, None, tenant)
+    assert check_document("\ufeffZoberra\u200b cake.", None, 100) == ("Zoberra\u200b cake.",) * 2  # BOM, zero width
+    with pytest.raises(ValueError, match="no tenant 'nobody'"):
+        model.submit(ZOBERRA, None, "nobody")
     with pytest.raises(DocumentTooLong, match="20,001 characters; at most 20,000"):
         model.submit("a" * 20_001, None, tenant)
     for _ in range(TINY.max_queued):
@@ -88,16 +93,41 @@ def test_bad_documents_are_refused_with_a_reason(model):
         pass
 
 
-def test_a_damaged_knowledge_file_is_not_served(model):
+def test_a_damaged_knowledge_file_is_not_served_and_its_tenant_is_retrained(model):
     tenant, _ = model.state.create_tenant()
     model.learn(ZOBERRA, None, tenant)
     model.learn(TREATY, None, tenant)
     newest, previous = model.state.versions(tenant)[:2]
-    fresh = SelfAdaptingModel.load(model.directory)
-    weights = fresh.directory / ADAPTERS / newest.adapter / "adapter_model.safetensors"
+    damage(model.directory / ADAPTERS / newest.adapter)
+    assert model.served_version(tenant) == previous  # the last intact version instead
+    assert model.corrupt == {newest.adapter}
+    model.refresh()
+    retrained = model.served_version(tenant)
+    assert retrained.documents == newest.documents and model.state.versions(tenant) == [retrained, previous]
+    assert model.corrupt == set()  # the damaged file is gone
+
+
+def test_damage_done_while_stopped_is_found_on_opening(tmp_path):
+    with SelfAdaptingModel(TINY, tmp_path / "state") as model:
+        model.learn(ZOBERRA)
+        (version,) = model.state.versions("default")
+    damage(tmp_path / "state" / ADAPTERS / version.adapter)
+    with SelfAdaptingModel.load(tmp_path / "state") as reopened:
+        assert reopened.served_version("default") is None and reopened.corrupt == {version.adapter}
+
+
+def test_one_process_at_a_time_uses_a_state_directory(model, tmp_path):
+    with pytest.raises(RuntimeError, match=f"is in use by process {os.getpid()}; one process at a time"):
+        SelfAdaptingModel.load(model.directory)
+    temporary = SelfAdaptingModel(TINY)
+    assert temporary.directory.is_dir()
+    temporary.close()
+    assert not temporary.directory.exists()  # a temporary state goes with its model
+
+
+def damage(adapter_directory):
+    weights = adapter_directory / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
-    assert fresh.served_version(tenant) == previous  # the last intact version instead
-    assert fresh.corrupt == {newest.adapter}
 
 
 def test_saved_knowledge_answers_the_same_after_loading(model, tmp_path):

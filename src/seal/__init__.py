@@ -27,7 +27,8 @@ from seal.loops.conditions import SelfEditCondition, SelfEditEvalConfig, run_con
 from seal.loops.continual import ContinualConfig
 from seal.loops.restem import RestEMConfig
 from seal.models import load_model
-from seal.serving.model import SelfAdaptingModel, ServeConfig
+from seal.serving.config import ServeConfig
+from seal.serving.model import SelfAdaptingModel
 
 __version__ = "0.1.0"
 __all__ = [

@@ -99,11 +99,11 @@ class _Pending:
 
 
 class Batcher:
-    """A thread answering chats in batches: whatever arrived while the last batch was generated (up to
-    ``max_batch``) goes into the next one, through ``answer(chats) -> replies``."""
+    """A thread answering chats in batches, on ``threads`` torch threads: whatever arrived while the last
+    batch was generated (up to ``max_batch``) goes into the next one, through ``answer(chats) -> replies``."""
 
-    def __init__(self, answer: Callable[[list[Chat]], list[Reply]], max_batch: int = 32):
-        self.answer, self.max_batch = answer, max_batch
+    def __init__(self, answer: Callable[[list[Chat]], list[Reply]], threads: int, max_batch: int = 32):
+        self.answer, self.threads, self.max_batch = answer, threads, max_batch
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="seal-answers", daemon=True)
         self._thread.start()
@@ -121,6 +121,7 @@ class Batcher:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        torch.set_num_threads(self.threads)  # a new thread takes the process's last setting otherwise
         while True:
             first = self._queue.get()
             if first is None:

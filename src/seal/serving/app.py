@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import threading
 import time
@@ -28,7 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from seal.serving.answers import Batcher, Chat, Reply
-from seal.serving.model import DocumentError, DocumentTooLong, QueueFull, SelfAdaptingModel
+from seal.serving.config import DocumentError, DocumentTooLong, QueueFull
+from seal.serving.model import SelfAdaptingModel
+from seal.serving.state import STATUSES
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 5
 
 
 class ApiError(HTTPException):
@@ -61,8 +67,8 @@ class Learner:
     """A thread learning queued documents one after another, and forming anew the knowledge of tenants
     who forgot one; :meth:`wake` it when there is something to do."""
 
-    def __init__(self, model: SelfAdaptingModel):
-        self.model = model
+    def __init__(self, model: SelfAdaptingModel, threads: int):
+        self.model, self.threads = model, threads
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="seal-learner", daemon=True)
         self._thread.start()
@@ -70,17 +76,25 @@ class Learner:
     def wake(self) -> None:
         self._wake.set()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=600)
 
     def _run(self) -> None:
-        # half the cores at most, so that answering keeps the others while a document is learned
-        torch.set_num_threads(max(1, torch.get_num_threads() // 2))  # per thread: answering keeps its own
+        torch.set_num_threads(self.threads)
         while not self._stop.is_set():
-            self.model.refresh()
-            if self.model.learn_next() is None:
+            try:
+                self.model.refresh()
+                learned = self.model.learn_next()
+            except Exception:  # logged; the learner tries again after a pause, it never stops serving
+                log.exception("the learner failed; trying again in %d s", RETRY_SECONDS)
+                self._stop.wait(RETRY_SECONDS)
+                continue
+            if learned is None:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
 
@@ -97,12 +111,11 @@ class Metrics:
         )  # fmt: skip
         self.tokens = Counter("seal_generated_tokens", "Tokens generated", registry=self.registry)
         documents = Gauge("seal_documents", "Documents by status", ["status"], registry=self.registry)
-        for status in ("queued", "learning", "learned", "failed"):
+        for status in STATUSES:
             documents.labels(status).set_function(lambda s=status: dict(model.state.counts())[s])
         Gauge("seal_chats_waiting", "Chats waiting for a batch", registry=self.registry).set_function(batcher_waiting)
-        Gauge("seal_damaged_files", "Knowledge files found damaged", registry=self.registry).set_function(
-            lambda: len(model.corrupt)
-        )
+        damaged = Gauge("seal_damaged_files", "Knowledge files found damaged, not yet replaced", registry=self.registry)
+        damaged.set_function(lambda: len(model.corrupt))
 
 
 def create_app(model: SelfAdaptingModel, admin_key: str | None, max_body_bytes: int = 1 << 20) -> FastAPI:
@@ -111,13 +124,16 @@ def create_app(model: SelfAdaptingModel, admin_key: str | None, max_body_bytes: 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        services["batcher"] = Batcher(model.answer)
-        services["learner"] = Learner(model)
+        # answering has every core; the learner half of them, so that learning slows answers little
+        threads = torch.get_num_threads()
+        services["batcher"] = Batcher(model.answer, threads)
+        services["learner"] = Learner(model, max(1, threads // 2))
         yield
         services["learner"].close()
         services["batcher"].close()
 
     app = FastAPI(title="seal serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_exception_handler(Exception, server_error)
     metrics = Metrics(model, lambda: services["batcher"].waiting() if "batcher" in services else 0)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
@@ -153,8 +169,12 @@ def create_app(model: SelfAdaptingModel, admin_key: str | None, max_body_bytes: 
         return found
 
     def admin(key: str = Depends(bearer)) -> None:
-        if not admin_key or not secrets.compare_digest(key.encode(), admin_key.encode()):
-            raise ApiError(401, "creating tenants needs the admin key (SEAL_ADMIN_KEY)", "authentication_error")
+        if admin_key and secrets.compare_digest(key.encode(), admin_key.encode()):
+            return
+        message = "creating tenants needs the admin key (SEAL_ADMIN_KEY)"
+        if model.state.tenant_of_key(key) is not None:
+            raise ApiError(403, message, "permission_error")
+        raise ApiError(401, message, "authentication_error")
 
     def document_json(document: Any) -> dict[str, Any]:
         return {**document.public(), "progress": model.progress.get(document.id)}
@@ -164,9 +184,11 @@ def create_app(model: SelfAdaptingModel, admin_key: str | None, max_body_bytes: 
         return files("seal.serving").joinpath("page.html").read_text()
 
     @app.get("/healthz")
-    def health() -> dict[str, Any]:
-        queued = dict(model.state.counts())["queued"]
-        return {"status": "ok", "model": model.config.model, "queued": queued, "damaged_files": len(model.corrupt)}
+    def health() -> JSONResponse:
+        learning = services["learner"].alive()
+        body = {"status": "ok" if learning else "the learner stopped", "model": model.config.model,
+                "queued": dict(model.state.counts())["queued"], "damaged_files": len(model.corrupt)}  # fmt: skip
+        return JSONResponse(body, status_code=200 if learning else 503)
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -296,21 +318,23 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _TooLarge
+            if received > self.limit:  # read while the route parses its body: answered by api_error
+                raise ApiError(413, self._message())
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"request body over {self.limit:,} bytes"
 
     async def _refuse(self, send: Any) -> None:
-        message = f"request body over {self.limit:,} bytes"
-        body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
+        body = json.dumps({"error": {"message": self._message(), "type": "invalid_request_error"}})
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body.encode()})
 
 
-class _TooLarge(Exception):
-    pass
+async def server_error(_: Request, error: Exception) -> JSONResponse:
+    """Anything unforeseen: logged with its traceback, answered in the same shape as every other error."""
+    log.error("request failed", exc_info=error)
+    message = f"internal error: {type(error).__name__}: {error}"
+    return JSONResponse({"error": {"message": message, "type": "server_error"}}, status_code=500)

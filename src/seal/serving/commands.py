@@ -8,7 +8,8 @@ import sys
 from jsonargparse import ArgumentParser, Namespace
 
 from seal.commands import Command, add_config, config, register_command
-from seal.serving.model import SelfAdaptingModel, ServeConfig
+from seal.serving.config import ServeConfig
+from seal.serving.model import SelfAdaptingModel
 
 
 def _arguments(parser: ArgumentParser) -> None:
@@ -34,7 +35,11 @@ def _serve(args: Namespace) -> None:
     model = SelfAdaptingModel(config(ServeConfig, args), args.state)
     url = f"http://{args.host}:{args.port}"
     print(f"seal serve: {url}/ (create a tenant: POST {url}/v1/tenants with the admin key)", file=sys.stderr)
-    uvicorn.run(create_app(model, admin_key, args.max_body_bytes), host=args.host, port=args.port, log_level="warning")
+    app = create_app(model, admin_key, args.max_body_bytes)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        model.close()
 
 
 register_command("serve", Command("serve a model that learns documents, for many tenants", _arguments, _serve))

@@ -3,8 +3,8 @@ keeps what it learned on disk, and answers each tenant from that tenant's knowle
 
 Learning a document is SEAL's inner loop: the model writes a self-edit for it (implications by
 default) and a LoRA adapter is trained on the document and its self-edit. A tenant's knowledge is one
-adapter, trained further on each new document together with the self-edit data of up to ``replay``
-earlier documents (rehearsal: without it, each new document erases the last ones). How a tenant
+adapter, trained further on each new document together with as many training examples again (``replay_ratio``)
+drawn from its earlier documents' (rehearsal: without it, each new document erases the last ones). How a tenant
 should hold many documents was chosen by measurement (``benchmarks/knowledge_store.py``,
 ``docs/serving.md``): adding up per-document adapters, which would make forgetting free, loses every
 document once ten are added. Forgetting a document instead retrains the tenant's adapter from
@@ -20,84 +20,32 @@ committed.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import random
 import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
-
-import torch
+from typing import Callable, Sequence
 
 from seal.domain import Rejection
 from seal.domains.knowledge.data import Passage, passage_id
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig, sample, tokenize_prompt
-from seal.engine.lora import LoraConfig
-from seal.engine.training import TrainConfig, TrainingExample, TrainJob
+from seal.engine.training import TrainingExample, TrainJob
 from seal.grading import OfflineGrader
-from seal.models.adapters import read_adapter, save_adapter
-from seal.models.loading import EMBEDDED_MODEL, load_base
+from seal.models.loading import load_base
 from seal.seeding import unit_seed
 from seal.serving.answers import Chat, Reply, RowDecoder, end_tokens, route_tokens
-from seal.serving.state import DEFAULT_TENANT, Document, State, Version
+from seal.serving.config import SETTINGS, QueueFull, ServeConfig, check_document, check_settings, saved_config
+from seal.serving.files import ADAPTERS, KnowledgeFiles, hold
+from seal.serving.state import DEFAULT_TENANT, Document, Forgotten, State, Version
 
 log = logging.getLogger(__name__)
-
-SETTINGS = "settings.json"
-ADAPTERS = "adapters"
-
-
-class DocumentError(ValueError):
-    """A document that cannot be learned (empty, binary, too long); the message says why."""
-
-
-class DocumentTooLong(DocumentError):
-    """A document over ``max_document_chars``."""
-
-
-class QueueFull(RuntimeError):
-    """The tenant already has as many documents waiting as it may."""
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How a self-adapting model learns documents and holds them; fixed for a state directory."""
-
-    model: str = EMBEDDED_MODEL
-    """The model that learns and answers: smollm2-135m (embedded), a local directory or a hub id."""
-    lora: LoraConfig = LoraConfig()
-    train: TrainConfig = TrainConfig()
-    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256)
-    """How self-edits are sampled."""
-    self_edit_prompt: Literal["implications", "implications-long", "rewrite", "self-qa"] = "implications"
-    """How the model is asked for a self-edit of a document."""
-    replay_ratio: float = 1.0
-    """Earlier documents' training examples rehearsed per example of a new document (drawn at random)."""
-    slots: int = 8
-    """Tenants whose knowledge stays loaded for answering at once."""
-    max_document_chars: int = 20_000
-    """Longer documents are refused."""
-    max_queued: int = 16
-    """Documents a tenant may have waiting to be learned."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.replay_ratio < 0 or self.slots < 1 or self.max_document_chars < 1 or self.max_queued < 1:
-            raise ValueError(f"replay_ratio must be >= 0, slots, max_document_chars and max_queued >= 1: {self}")
-
-    def fixed(self) -> dict[str, Any]:
-        """What a state directory's adapters depend on: they cannot be served by another model or shape."""
-        lora = self.lora
-        return {"model": self.model, "lora": (lora.rank, lora.alpha, list(lora.target_modules))}
 
 
 @dataclass
@@ -107,29 +55,32 @@ class _Slots:
     n: int
     loaded: OrderedDict[str, tuple[int, int | None]] = field(default_factory=OrderedDict)
 
-    def slot_for(self, tenant: str) -> tuple[int, bool]:
-        """The tenant's slot, and whether it was already theirs (else the least recently used is taken)."""
+    def slot_for(self, tenant: str) -> int:
+        """The tenant's slot (if it has none, the least recently used one is taken)."""
         if tenant in self.loaded:
             self.loaded.move_to_end(tenant)
-            return self.loaded[tenant][0], True
+            return self.loaded[tenant][0]
         used = {slot for slot, _ in self.loaded.values()}
         free = next((s for s in range(self.n) if s not in used), None)
         if free is None:
             _, (free, _) = self.loaded.popitem(last=False)
         self.loaded[tenant] = (free, None)
-        return free, False
+        return free
 
 
 class SelfAdaptingModel:
     """Learn documents, answer from them, forget them; everything learned lives in ``state`` (a
-    directory, created if needed; by default a temporary one, which :meth:`save` can keep)."""
+    directory, created if needed; by default a temporary one, removed by :meth:`close`, which
+    :meth:`save` can copy first). One process at a time may use a state directory."""
 
     def __init__(self, config: ServeConfig = ServeConfig(), state: str | Path | None = None):
         self.config = config
+        self._temporary = state is None
         self.directory = Path(state) if state is not None else Path(tempfile.mkdtemp(prefix="seal-state-"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        _check_settings(self.directory, config)
-        (self.directory / ADAPTERS).mkdir(exist_ok=True)
+        self._lock_file = hold(self.directory)
+        check_settings(self.directory, config)
+        self.files = KnowledgeFiles(self.directory)
         self.state = State(self.directory / "state.sqlite")
         self.domain = KnowledgeDomain(OfflineGrader(), config.train, config.self_edit_prompt)
         loaded = load_base(config.model, config.lora)
@@ -147,9 +98,8 @@ class SelfAdaptingModel:
         """Share of its training done, for each document being learned."""
         self.corrupt: set[str] = set()
         """Adapter files found damaged (never served)."""
-        self._verified: dict[str, tuple[tuple, str]] = {}
         self._stale: set[str] = set()
-        self._remove_unreferenced_files()
+        self.files.remove_all_but(self.state.adapters_in_use())
 
     # the Python API
 
@@ -180,6 +130,20 @@ class SelfAdaptingModel:
     def documents(self, tenant: str = DEFAULT_TENANT) -> list[Document]:
         return self.state.documents(tenant)
 
+    def close(self) -> None:
+        """Let another process use the state directory (a temporary one is removed)."""
+        with self._learning, self._answering:
+            self.state.close()
+            self._lock_file.close()
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> SelfAdaptingModel:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def save(self, directory: str | Path) -> None:
         """A consistent copy of everything learned, which :meth:`load` opens."""
         target = Path(directory)
@@ -188,51 +152,35 @@ class SelfAdaptingModel:
         target.mkdir(parents=True, exist_ok=True)
         with self._learning:  # no version is committed while copying
             shutil.copy(self.directory / SETTINGS, target / SETTINGS)
-            shutil.copytree(self.directory / ADAPTERS, target / ADAPTERS)
+            shutil.copytree(self.files.directory, target / ADAPTERS)
             self.state.backup(target / "state.sqlite")
 
     @classmethod
     def load(cls, directory: str | Path) -> SelfAdaptingModel:
         """The model saved (or served) in ``directory``, with the settings it was made with."""
-        path = Path(directory) / SETTINGS
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory}: no {SETTINGS}; not a saved self-adapting model")
-        return cls(config_from_dict(json.loads(path.read_text())), directory)
+        return cls(saved_config(Path(directory)), directory)
 
     # learning
 
     def submit(self, text: str, title: str | None = None, tenant: str = DEFAULT_TENANT) -> Document:
         """Queue a document to be learned (checked first: :class:`DocumentError`, :class:`QueueFull`)."""
-        text, title = self.check_document(text, title)
+        text, title = check_document(text, title, self.config.max_document_chars)
         document = self.state.add_document(tenant, title, text, self.config.max_queued)
         if document is None:
             raise QueueFull(f"{self.config.max_queued} documents are already waiting to be learned")
         return document
-
-    def check_document(self, text: Any, title: Any) -> tuple[str, str]:
-        """The document's text and title, or :class:`DocumentError` naming what is wrong."""
-        if not isinstance(text, str):
-            raise DocumentError("the document's text must be a string")
-        if "\x00" in text or sum(not (c.isprintable() or c.isspace()) for c in text) > len(text) // 100:
-            raise DocumentError("the document looks binary; send plain text")
-        text = text.strip()
-        if not text:
-            raise DocumentError("the document is empty")
-        if len(text) > self.config.max_document_chars:
-            raise DocumentTooLong(
-                f"the document has {len(text):,} characters; at most {self.config.max_document_chars:,} are learned"
-            )
-        if title is not None and not isinstance(title, str):
-            raise DocumentError("the title must be a string")
-        title = (title or "").strip() or text.splitlines()[0][:80]
-        return text, title
 
     def refresh(self) -> None:
         """Retrain the knowledge of tenants who forgot a document (or whose newest file is damaged) from
         scratch on the documents they keep; then the files no version refers to go."""
         with self._learning:
             while self._stale:
-                self._rebuild(self._stale.pop(), {})
+                tenant = self._stale.pop()
+                try:
+                    self._rebuild(tenant, {})
+                except BaseException:
+                    self._stale.add(tenant)  # tried again on the next refresh
+                    raise
 
     def learn_next(self) -> Document | None:
         """Learn the oldest queued document (of any tenant) and commit its tenant's new knowledge;
@@ -244,6 +192,8 @@ class SelfAdaptingModel:
             self.progress[document.id] = 0.0
             try:
                 self._learn(document)
+            except Forgotten:
+                pass  # forgotten while it was learned: the tenant is retrained by refresh
             except Exception as error:  # the document failed, the learner carries on
                 log.exception("learning %s failed", document.id)
                 self.state.fail(document.id, f"{type(error).__name__}: {error}")
@@ -268,7 +218,7 @@ class SelfAdaptingModel:
         pool = [e for d in earlier for e in self._examples(d)]
         rng = random.Random(unit_seed(self.config.seed, passage_id(self.state.text(document.id)), "replay"))
         rehearsed = rng.sample(pool, min(len(pool), round(self.config.replay_ratio * len(new))))
-        initial = read_adapter(self.directory / ADAPTERS / previous.adapter)[1] if previous else None
+        initial = self.files.read(previous.adapter) if previous else None
         job = TrainJob(0, [*new, *rehearsed], self.config.train, self._seed(document.id), initial)
         if not self._train_and_commit(tenant, [*earlier, document.id], job, {document.id: started}):
             self._rebuild(tenant, {document.id: started})  # a document was forgotten meanwhile
@@ -276,9 +226,13 @@ class SelfAdaptingModel:
     def _rebuild(self, tenant: str, learning: dict[str, float]) -> None:
         """The tenant's adapter trained afresh on every document it keeps (and ``learning``: id -> when
         its learning started), committed; again if a document is forgotten meanwhile."""
+        self._stale.discard(tenant)  # a forget from now on marks it again
         while True:
             documents = [d.id for d in self.state.documents(tenant) if d.status == "learned" or d.id in learning]
-            examples = [e for d in documents for e in self._examples(d)]
+            try:
+                examples = [e for d in documents for e in self._examples(d)]
+            except Forgotten:
+                continue
             job = TrainJob(0, examples, self.config.train, self._seed(*documents)) if documents else None
             if self._train_and_commit(tenant, documents, job, learning):
                 return
@@ -288,21 +242,18 @@ class SelfAdaptingModel:
     ) -> bool:
         """Train ``job`` (None: no knowledge at all), write its adapter, and commit it as the tenant's
         version holding ``documents``; False (nothing committed) if one of them was forgotten meanwhile."""
-        path, digest = None, ""
+        name, digest = "", ""
         if job is not None:
             bank = self._learning_bank()
             bank.train([job], on_step=self._report_progress(learning))
-            path = self.directory / ADAPTERS / f"knowledge-{uuid.uuid4().hex[:16]}"
-            save_adapter(path, bank.adapter(0), self.config.lora.rank, self.config.lora.alpha, self.config.model,
-                         torch.float32)  # fmt: skip
-            digest = file_sha256(path)
+            lora = self.config.lora
+            name, digest = self.files.write(bank.adapter(0), lora.rank, lora.alpha, self.config.model)
         seconds = {d: time.perf_counter() - started for d, started in learning.items()}
-        if not self.state.commit_version(tenant, path.name if path else "", digest, documents, seconds):
-            if path:
-                shutil.rmtree(path)
+        if not self.state.commit_version(tenant, name, digest, documents, seconds):
+            if name:
+                self.files.remove(name)
             return False
         self._prune_versions(tenant)
-        self._remove_unreferenced_files()
         return True
 
     def _report_progress(self, learning: dict[str, float]) -> Callable[[int, int], None]:
@@ -344,21 +295,18 @@ class SelfAdaptingModel:
             self._learner = LoraBank(loaded.model, loaded.tokenizer, self.config.lora, name=self.config.model)
         return self._learner
 
-    def _prune_versions(self, tenant: str, keep: int = 2) -> None:
-        """Keep the newest ``keep`` versions (the one before the newest is the fallback if its file is damaged)."""
-        old = self.state.versions(tenant)[keep:]
-        self.state.drop_versions(tenant, [v.number for v in old])
-        for version in old:
-            if version.adapter:
-                shutil.rmtree(self.directory / ADAPTERS / version.adapter, ignore_errors=True)
-
-    def _remove_unreferenced_files(self) -> None:
-        """Adapter files no version refers to: pruned ones, and those a killed process left behind
-        (written but never committed, or half written)."""
+    def _prune_versions(self, tenant: str) -> None:
+        """Keep the newest two versions that can be served (the older is the fallback if the newer's file
+        is found damaged; one holding a forgotten document or a damaged file never is); then the files no
+        version refers to go."""
+        present = {d.id for d in self.state.documents(tenant)}
+        versions = self.state.versions(tenant)
+        servable = [v for v in versions if set(v.documents) <= present and v.adapter not in self.corrupt]
+        kept = {v.number for v in servable[:2]}
+        self.state.drop_versions(tenant, [v.number for v in versions if v.number not in kept])
         referenced = self.state.adapters_in_use()
-        for path in (self.directory / ADAPTERS).iterdir():
-            if path.name not in referenced:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+        self.corrupt &= referenced
+        self.files.remove_all_but(referenced)
 
     # answering
 
@@ -410,14 +358,21 @@ class SelfAdaptingModel:
     def _slot(self, tenant: str) -> int | None:
         """The serving slot holding the tenant's newest intact knowledge (loaded now if it changed), or
         None (the base model) for a tenant who has none."""
-        version = self.served_version(tenant)
-        if version is None:
-            return None
-        slot, _ = self._slots.slot_for(tenant)
-        if self._slots.loaded[tenant][1] != version.number:
-            self.bank.set_adapter(slot, read_adapter(self.directory / ADAPTERS / version.adapter)[1])
+        for _ in range(3):  # the version chosen may be pruned by the learner before it is read
+            version = self.served_version(tenant)
+            if version is None:
+                return None
+            slot = self._slots.slot_for(tenant)
+            if self._slots.loaded[tenant][1] == version.number:
+                return slot
+            try:
+                weights = self.files.read(version.adapter)
+            except OSError:
+                continue
+            self.bank.set_adapter(slot, weights)
             self._slots.loaded[tenant] = (slot, version.number)
-        return slot
+            return slot
+        raise RuntimeError(f"the knowledge of tenant {tenant} changed three times while it was being loaded")
 
     def served_version(self, tenant: str) -> Version | None:
         """The newest version whose documents all still exist and whose file is intact (a damaged file
@@ -433,51 +388,12 @@ class SelfAdaptingModel:
         return None
 
     def _intact(self, version: Version) -> bool:
-        """Whether the version's file is as committed (hashed again whenever the file changed on disk);
-        a damaged one is reported, never served, and its tenant retrained by :meth:`refresh`."""
-        path = self.directory / ADAPTERS / version.adapter
-        try:
-            stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(path.iterdir()))
-            known = self._verified.get(version.adapter)
-            digest = known[1] if known and known[0] == stamp else file_sha256(path)
-        except OSError:
-            stamp, digest = (), None
-        if digest != version.sha256:
-            if version.adapter not in self.corrupt:
-                log.error("knowledge file %s is missing or damaged: not served, the tenant is retrained", path)
-            self.corrupt.add(version.adapter)
-            self._stale.add(version.tenant)
-            return False
-        self._verified[version.adapter] = (stamp, digest)
-        return True
-
-
-def file_sha256(adapter_directory: Path) -> str:
-    """SHA-256 of an adapter's weights and config together."""
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        digest.update((adapter_directory / name).read_bytes())
-    return digest.hexdigest()
-
-
-def config_from_dict(settings: dict[str, Any]) -> ServeConfig:
-    return ServeConfig(
-        **{
-            **settings,
-            "lora": LoraConfig(**settings["lora"]),
-            "train": TrainConfig(**settings["train"]),
-            "sampling": SamplingConfig(**settings["sampling"]),
-        }
-    )
-
-
-def _check_settings(directory: Path, config: ServeConfig) -> None:
-    """A state directory remembers its settings; its adapters fit only the model and shape they were made for."""
-    path = directory / SETTINGS
-    if not path.exists():
-        path.write_text(json.dumps(asdict(config), indent=2) + "\n")
-        return
-    saved = config_from_dict(json.loads(path.read_text()))
-    if saved.fixed() != config.fixed():
-        changed = [k for k in config.fixed() if saved.fixed()[k] != config.fixed()[k]]
-        raise ValueError(f"{directory} holds knowledge of another {' and '.join(changed)}: {saved.fixed()}")
+        """Whether the version's file is as committed; a damaged one is reported, never served, and its
+        tenant retrained by :meth:`refresh`."""
+        if self.files.intact(version.adapter, version.sha256):
+            return True
+        if version.adapter not in self.corrupt:
+            log.error("knowledge file %s is missing or damaged: not served, the tenant is retrained", version.adapter)
+        self.corrupt.add(version.adapter)
+        self._stale.add(version.tenant)
+        return False

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -81,6 +81,10 @@ class Version:
     documents: tuple[str, ...]
 
 
+class Forgotten(LookupError):
+    """The document was deleted (forgotten) while it was being read."""
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -96,6 +100,7 @@ class State:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten document's text is overwritten, not left behind
         self._db.executescript(SCHEMA)  # idempotent; executescript commits on its own
         with self._transaction() as db:
             db.execute("UPDATE documents SET status = 'queued' WHERE status = 'learning'")
@@ -118,7 +123,7 @@ class State:
 
     def backup(self, target: str | Path) -> None:
         """A consistent copy of the file at ``target`` (SQLite's online backup)."""
-        with self._lock, sqlite3.connect(target) as copy:
+        with self._lock, closing(sqlite3.connect(target)) as copy:
             self._db.backup(copy)
 
     # tenants
@@ -135,21 +140,18 @@ class State:
             row = self._db.execute("SELECT id FROM tenants WHERE key_hash = ?", (hash_key(key),)).fetchone()
         return row["id"] if row else None
 
-    def tenants(self) -> list[str]:
-        with self._lock:
-            return [row["id"] for row in self._db.execute("SELECT id FROM tenants ORDER BY created, id")]
-
     # documents
 
-    def add_document(self, tenant: str, title: str, text: str, max_queued: int | None = None) -> Document | None:
+    def add_document(self, tenant: str, title: str, text: str, max_queued: int) -> Document | None:
         """Queue a document; None if the tenant already has ``max_queued`` waiting to be learned."""
         with self._transaction() as db:
-            if max_queued is not None:
-                waiting = db.execute(
-                    "SELECT COUNT(*) FROM documents WHERE tenant = ? AND status IN ('queued', 'learning')", (tenant,)
-                ).fetchone()[0]
-                if waiting >= max_queued:
-                    return None
+            if db.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant,)).fetchone() is None:
+                raise ValueError(f"no tenant {tenant!r}: make one with create_tenant()")
+            waiting = db.execute(
+                "SELECT COUNT(*) FROM documents WHERE tenant = ? AND status IN ('queued', 'learning')", (tenant,)
+            ).fetchone()[0]
+            if waiting >= max_queued:
+                return None
             document_id = "doc-" + uuid.uuid4().hex[:16]
             db.execute(
                 "INSERT INTO documents (id, tenant, title, text, status, created) VALUES (?, ?, ?, ?, 'queued', ?)",
@@ -175,7 +177,10 @@ class State:
 
     def _field(self, document_id: str, name: str) -> Any:
         with self._lock:
-            return self._db.execute(f"SELECT {name} FROM documents WHERE id = ?", (document_id,)).fetchone()[name]
+            row = self._db.execute(f"SELECT {name} FROM documents WHERE id = ?", (document_id,)).fetchone()
+        if row is None:
+            raise Forgotten(document_id)
+        return row[name]
 
     def documents(self, tenant: str) -> list[Document]:
         with self._lock:
@@ -208,7 +213,7 @@ class State:
     # versions
 
     def commit_version(
-        self, tenant: str, adapter: str, sha256: str, documents: list[str], learned: dict[str, float] | None = None
+        self, tenant: str, adapter: str, sha256: str, documents: list[str], learned: dict[str, float]
     ) -> Version | None:
         """Make a new version the tenant's knowledge, in one transaction with the documents it marks
         ``learned`` (id -> seconds spent learning it). None, and nothing changed, if one of ``documents``
@@ -229,7 +234,7 @@ class State:
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
                 (tenant, number, adapter, sha256, json.dumps(documents), time.time()),
             )
-            for document_id, seconds in (learned or {}).items():
+            for document_id, seconds in learned.items():
                 db.execute(
                     "UPDATE documents SET status = 'learned', learned = ?, seconds = ?, error = NULL WHERE id = ?",
                     (time.time(), seconds, document_id),
