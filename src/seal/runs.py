@@ -8,7 +8,6 @@ Every record carries its unit key and the unit's line count; only complete units
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from seal.inputs import read_json
+from seal.locking import Held, hold
 from seal.machine import describe
 
 log = logging.getLogger(__name__)
@@ -218,19 +218,11 @@ class RunDirectory:
         key = self.path.resolve()
         if key in _HELD:
             return
-        handle = open(self.path / self.LOCK, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            handle.close()
-            raise RunError(f"--out {self.path} is being written by {owner}: one run directory, one writer") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}\n")
-        handle.flush()
-        _HELD[key] = handle
+            _HELD[key] = hold(self.path / self.LOCK)
+        except Held as held:
+            message = f"--out {self.path} is being written by {held.holder}: one run directory, one writer"
+            raise RunError(message) from None
 
     def records(self) -> list[dict[str, Any]]:
         return self.results.records()

@@ -4,9 +4,7 @@ second process out."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import IO
 import torch
 
 from seal.engine.training import Adapter
+from seal.locking import Held, hold
 from seal.models.adapters import read_adapter, save_adapter
 
 ADAPTERS = "adapters"
@@ -71,18 +70,10 @@ def adapter_sha256(adapter_directory: Path) -> str:
     return digest.hexdigest()
 
 
-def hold(directory: Path) -> IO[str]:
+def hold_state(directory: Path) -> IO[str]:
     """The state directory's lock, held while the returned file is open; a clear error if another
     process holds it (two learners would undo each other's work)."""
-    lock = open(directory / "lock", "a+")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        lock.close()
-        raise RuntimeError(f"{directory} is in use by process {holder}; one process at a time may use it") from None
-    lock.truncate(0)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
+        return hold(directory / "lock")
+    except Held as held:
+        raise RuntimeError(f"{directory} is in use by {held.holder}; one process at a time may use it") from None

@@ -42,7 +42,7 @@ from seal.models.loading import load_base
 from seal.seeding import unit_seed
 from seal.serving.answers import Chat, Reply, RowDecoder, end_tokens, route_tokens
 from seal.serving.config import SETTINGS, QueueFull, ServeConfig, check_document, check_settings, saved_config
-from seal.serving.files import ADAPTERS, KnowledgeFiles, hold
+from seal.serving.files import ADAPTERS, KnowledgeFiles, hold_state
 from seal.serving.state import DEFAULT_TENANT, Document, Forgotten, State, Version
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class SelfAdaptingModel:
         self._temporary = state is None
         self.directory = Path(state) if state is not None else Path(tempfile.mkdtemp(prefix="seal-state-"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_file = hold(self.directory)
+        self._lock_file = hold_state(self.directory)
         check_settings(self.directory, config)
         self.files = KnowledgeFiles(self.directory)
         self.state = State(self.directory / "state.sqlite")
