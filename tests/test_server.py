@@ -305,3 +305,14 @@ def test_serve_without_an_admin_key_is_one_line(tmp_path, monkeypatch, capsys):
         "seal: error: set SEAL_ADMIN_KEY to a secret of 16 characters or more (e.g. $(openssl rand -hex 32))"
     )
     assert not (tmp_path / "state").exists()
+
+
+def test_serve_on_a_state_directory_in_use_is_one_line(served, monkeypatch, capsys):
+    from seal.cli import main
+
+    _, model = served
+    monkeypatch.setenv("SEAL_ADMIN_KEY", ADMIN)
+    assert main(["serve", "--model", "tiny-random", "--state", str(model.directory)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"seal: error: {model.directory} is in use by process {os.getpid()}; one process at a time may use it"
+    )

@@ -117,7 +117,7 @@ def test_damage_done_while_stopped_is_found_on_opening(tmp_path):
 
 
 def test_one_process_at_a_time_uses_a_state_directory(model, tmp_path):
-    with pytest.raises(RuntimeError, match=f"is in use by process {os.getpid()}; one process at a time"):
+    with pytest.raises(ValueError, match=f"is in use by process {os.getpid()}; one process at a time"):
         SelfAdaptingModel.load(model.directory)
     temporary = SelfAdaptingModel(TINY)
     assert temporary.directory.is_dir()

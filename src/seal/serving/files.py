@@ -76,4 +76,4 @@ def hold_state(directory: Path) -> IO[str]:
     try:
         return hold(directory / "lock")
     except Held as held:
-        raise RuntimeError(f"{directory} is in use by {held.holder}; one process at a time may use it") from None
+        raise ValueError(f"{directory} is in use by {held.holder}; one process at a time may use it") from None
