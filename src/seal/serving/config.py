@@ -20,7 +20,8 @@ SETTINGS = "settings.json"
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """How a self-adapting model learns documents and holds them; fixed for a state directory."""
+    """How a self-adapting model learns documents and holds them (its model and adapter shape are fixed
+    for a state directory: :meth:`fixed`)."""
 
     model: str = EMBEDDED_MODEL
     """The model that learns and answers: smollm2-135m (embedded), a local directory or a hub id."""

@@ -3,12 +3,13 @@ keeps what it learned on disk, and answers each tenant from that tenant's knowle
 
 Learning a document is SEAL's inner loop: the model writes a self-edit for it (implications by
 default) and a LoRA adapter is trained on the document and its self-edit. A tenant's knowledge is one
-adapter, trained further on each new document together with as many training examples again (``replay_ratio``)
-drawn from its earlier documents' (rehearsal: without it, each new document erases the last ones). How a tenant
-should hold many documents was chosen by measurement (``benchmarks/knowledge_store.py``,
-``docs/serving.md``): adding up per-document adapters, which would make forgetting free, loses every
-document once ten are added. Forgetting a document instead retrains the tenant's adapter from
-scratch on the documents that remain (their self-edits are kept, so nothing is sampled again).
+adapter, trained further on each new document together with as many training examples again
+(``replay_ratio``) drawn from its earlier documents (rehearsal: without it, each new document erases
+the last ones). How a tenant should hold many documents was chosen by measurement
+(``benchmarks/knowledge_store.py``, ``docs/serving.md``): adding up per-document adapters, which
+would make forgetting free, loses every document once ten are added. Forgetting a document instead
+retrains the tenant's adapter from scratch on the documents that remain (their self-edits are kept,
+so nothing is sampled again).
 
 Answers of many tenants share one batched generation: a tenant's knowledge sits in one slot of the
 serving :class:`~seal.engine.bank.LoraBank` (its ``slots`` most recently asked tenants stay loaded).
