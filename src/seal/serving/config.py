@@ -4,7 +4,6 @@ and what it accepts to learn (:func:`check_document`)."""
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig
 from seal.models.loading import EMBEDDED_MODEL
+from seal.runs import write_json_atomic
 
 SETTINGS = "settings.json"
 
@@ -78,9 +78,7 @@ def check_settings(directory: Path, config: ServeConfig) -> None:
         if saved != config.fixed():
             changed = [k for k in config.fixed() if saved[k] != config.fixed()[k]]
             raise ValueError(f"{directory} holds knowledge of another {' and '.join(changed)}: {saved}")
-    written = directory / f"{SETTINGS}.{os.getpid()}"
-    written.write_text(json.dumps(asdict(config), indent=2) + "\n")
-    written.replace(directory / SETTINGS)  # whole or not at all; what is learned from now on is learned with it
+    write_json_atomic(directory / SETTINGS, asdict(config))  # what is learned from now on is learned with it
 
 
 class DocumentError(ValueError):
