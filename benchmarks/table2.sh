@@ -4,10 +4,10 @@
 #   benchmarks/table2.sh [OUT]
 #
 # Every step resumes what an earlier invocation finished, so the same command continues a killed
-# run (it takes days on a 2-core CPU). In order:
-#   1. CPT (one update on all 200 passages, 974 questions): base, passage, external iter2 and GPT-4.1;
-#   2. single passage: ReST-EM with baselines (base, passage, external iter2), round 0 and two rounds,
+# run (it takes days on a 2-core CPU). In order, the runs the targets depend on first:
+#   1. single passage: ReST-EM with baselines (base, passage, external iter2), round 0 and two rounds,
 #      each evaluated on the 200 passages;
+#   2. CPT (one update on all 200 passages, 974 questions): base, passage, external iter2 and GPT-4.1;
 #   3. CPT with the model's own self-edits, and with the final ReST-EM policy's (SEAL);
 #   4. the tables: OUT/cpt.txt and OUT/restem/report.md.
 # fp32 throughout, so that the numbers compare across machines (bf16 kernels differ between CPUs).
@@ -21,16 +21,16 @@ common=(--model smollm2-135m --lora.base_precision fp32
         --lora.target_modules "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]" --resume --quiet)
 cpt=(--setting cpt --split eval --n_passages 200 "${common[@]}")
 
+"$SEAL" knowledge train "${common[@]}" --executor.kind ray --executor.workers 2 --executor.parallel 8 \
+  --out "$OUT/restem" --restem.rounds 2 --n_train_passages 64 --restem.k 5 --restem.eval_repeats 2 --n_passages 200 \
+  --external_self_edits "$SELF_EDITS/iter2_val.json"
+
 "$SEAL" knowledge eval --condition base "${cpt[@]}" --out "$OUT/cpt/base"
 "$SEAL" knowledge eval --condition passage "${cpt[@]}" --out "$OUT/cpt/passage"
 for source in iter2 gpt4_1; do
   "$SEAL" knowledge eval --condition external --self_edits_file "$SELF_EDITS/${source}_val.json" "${cpt[@]}" \
     --out "$OUT/cpt/external-$source"
 done
-
-"$SEAL" knowledge train "${common[@]}" --executor.kind ray --executor.workers 2 --executor.parallel 8 \
-  --out "$OUT/restem" --restem.rounds 2 --n_train_passages 64 --restem.k 5 --restem.eval_repeats 2 --n_passages 200 \
-  --external_self_edits "$SELF_EDITS/iter2_val.json"
 
 "$SEAL" knowledge eval --condition self-edit "${cpt[@]}" --out "$OUT/cpt/self-edit"
 "$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-2/policy" "${cpt[@]}" --out "$OUT/cpt/seal"
