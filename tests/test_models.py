@@ -130,9 +130,16 @@ def test_gradient_checkpointing_trains_the_same_adapter():
         loaded = load_model(TINY_RANDOM_MODEL)
         bank = LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8, base_precision="fp32"), 2)
         config = TrainConfig(learning_rate=1e-2, epochs=2, batch_size=2, gradient_checkpointing=checkpointing)
-        bank.train([TrainJob(0, examples, config, seed=0), TrainJob(1, examples[:1], config, seed=1)])
+        switched = []
+
+        def checkpointing_now(step, total):
+            switched.append(any(getattr(m, "gradient_checkpointing", False) for m in bank.model.modules()))
+
+        jobs = [TrainJob(0, examples, config, seed=0), TrainJob(1, examples[:1], config, seed=1)]
+        bank.train(jobs, on_step=checkpointing_now)
         adapters.append([p.detach().clone() for slot in (0, 1) for p in bank.slot_parameters(slot)])
-        assert not bank.model.is_gradient_checkpointing  # switched off again after training
+        assert switched == [checkpointing] * len(switched) and switched
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in bank.model.modules())  # off again
     for with_, without in zip(adapters[1], adapters[0]):
         torch.testing.assert_close(with_, without, rtol=1e-5, atol=1e-6)
 

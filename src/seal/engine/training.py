@@ -240,8 +240,8 @@ def _train(
     bar = tqdm(total=total_steps, initial=first, desc=progress, disable=progress is None, unit="step")
     bank.model.train()
     checkpointing = any(p.job.config.gradient_checkpointing for p in plans)
-    if checkpointing:  # not reentrant: the frozen embeddings' outputs need no gradient
-        bank.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if checkpointing:
+        _activation_checkpointing(bank.model, on=True)
     try:
         for step in range(first, total_steps):
             active = [(p, g) for p, g in zip(plans, optimizer.param_groups) if step < len(p.steps)]
@@ -263,12 +263,26 @@ def _train(
     finally:
         bar.close()
         if checkpointing:
-            bank.model.gradient_checkpointing_disable()
+            _activation_checkpointing(bank.model, on=False)
         bank.model.eval()
         for group in groups:
             for parameter in group["params"]:
                 parameter.requires_grad_(False)
     return earlier + time.perf_counter() - started
+
+
+def _activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Switch activation checkpointing; transformers 5 renamed it from gradient checkpointing (the old name warns)."""
+    kwargs = {"use_reentrant": False}  # not reentrant: the frozen embeddings' outputs need no gradient
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _joint_step(bank: LoraBank, plans: list[_Plan]) -> list[float]:
