@@ -107,3 +107,24 @@ def test_the_readme_serving_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile("import seal\n" + example.replace('state="runs/my-knowledge"', quick), "README.md", "exec"), {})
     assert (tmp_path / "runs" / "my-knowledge" / "state.sqlite").exists()
+
+
+def test_the_demo_prints_its_conditions_and_a_seal_row_for_a_policy(tmp_path, capsys):
+    from seal.engine.bank import LoraBank
+    from seal.engine.lora import LoraConfig
+    from seal.models import load_model
+
+    loaded = load_model("tiny-random")
+    LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8), 1, name="tiny-random").save_adapter(
+        0, tmp_path / "round-2" / "policy"
+    )
+    fast = ["--model", "tiny-random", "--train.epochs", "1", "--sampling.max_new_tokens", "8", "--quiet"]
+    argv = ["knowledge", "demo", *fast, "--seal_policy", str(tmp_path / "round-2" / "policy")]
+    assert main([*argv, "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    seal_run = json.loads((tmp_path / "demo" / "seal" / "config.json").read_text())
+    assert (seal_run["condition"], seal_run["model"]) == ("self-edit", str(tmp_path / "round-2" / "policy"))
+    rows = [line.split("  ")[0] for line in printed.splitlines()]
+    assert rows[2:6] == ["base", "passage", "self-edit, tiny-random", "self-edit, round-2/policy"]
+    assert "self-edit, round-2/policy - base" in rows
+    assert printed.rstrip().endswith("/demo/{base,passage,self-edit,seal}")

@@ -95,7 +95,8 @@ def test_the_policy_writes_the_self_edits_and_compare_shows_the_setting(tmp_path
     run_eval(config(squad_file, condition="self-edit", policy="tiny-random"), tmp_path / "seal", progress=False)
     table = compare_runs([tmp_path / "passage", tmp_path / "seal"])
     assert table.splitlines()[0].split()[:2] == ["condition", "setting"]
-    assert [line.split()[1] for line in table.splitlines()[2:4]] == ["cpt", "cpt"]
+    rows = [[cell.strip() for cell in line.split("  ") if cell][:2] for line in table.splitlines()[2:4]]
+    assert rows == [["passage", "cpt"], ["self-edit (by tiny-random)", "cpt"]]
     with pytest.raises(ValueError, match="--policy writes the self-edits of --setting cpt"):
         config(squad_file, condition="self-edit", setting="single", policy="tiny-random")
     with pytest.raises(ValueError, match="gradient accumulation must be >= 1"):

@@ -267,7 +267,7 @@ def test_resume_skips_finished_units_and_recovers_a_torn_write(tmp_path, squad_f
         run_eval(config(squad_file, condition="self-edit", seed=1), tmp_path, resume=True, progress=False)
 
 
-def _scored_run(directory, condition, verdicts):
+def _scored_run(directory, condition, verdicts, policy=None):
     """A finished run whose passages (ids -> verdicts of their questions) are as given."""
     run = RunDirectory(directory)
     run.start({"condition": condition}, resume=False)
@@ -281,7 +281,7 @@ def _scored_run(directory, condition, verdicts):
     correct = sum(sum(m) for m in verdicts.values())
     graded = sum(len(m) for m in verdicts.values())
     run.write_summary(
-        {"condition": condition, "model": "m", "n_passages": len(verdicts), "n_questions": graded,
+        {"condition": condition, "model": "m", "policy": policy, "n_passages": len(verdicts), "n_questions": graded,
          "n_self_edits": 1, "accuracy": correct / graded, "ci95": [0.1, 0.9], "best_accuracy": None}
     )  # fmt: skip
 
@@ -297,6 +297,14 @@ def test_compare_pairs_the_runs_on_the_passages_both_scored(tmp_path):
     assert difference[3:5] == ["3", "+50.0%"]  # d is not in base: 4/6 - 1/6 over a, b, c
     low, high = (float(cell.strip("[],%")) for cell in difference[5:7])
     assert 0 <= low < 50 < high <= 100  # no passage lost, so no resample of them can be negative
+
+
+def test_compare_names_who_wrote_the_self_edits(tmp_path):
+    _scored_run(tmp_path / "own", "self-edit", {"a": [0, 1]})
+    _scored_run(tmp_path / "seal", "self-edit", {"a": [1, 1]}, policy="runs/restem/round-2/policy")
+    rows = [line.split("  ")[0] for line in compare_runs([tmp_path / "own", tmp_path / "seal"]).splitlines()]
+    assert "self-edit (by round-2/policy)" in rows and "self-edit" in rows
+    assert "self-edit (by round-2/policy) - self-edit" in rows
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):

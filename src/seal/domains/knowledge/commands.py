@@ -57,23 +57,29 @@ def _cpt_setting(argv: list[str]) -> list[str]:
 
 def _demo_arguments(parser: ArgumentParser) -> None:
     add_config(parser)
-    parser.add_class_arguments(EvalConfig, None, skip={"condition", "data", "split", "n_passages", "self_edits_file"})
+    skip = {"condition", "policy", "data", "split", "n_passages", "self_edits_file"}
+    parser.add_class_arguments(EvalConfig, None, skip=skip)
+    parser.add_argument(
+        "--seal_policy", help="a ReST-EM policy (its round-R/policy directory): adds the SEAL row, self-edits it writes"
+    )
     add_executor(parser)
-    parser.add_argument("--out", default="runs/demo", help="where the three runs go")
+    parser.add_argument("--out", default="runs/demo", help="where the runs go, one directory per row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _demo(args: Namespace) -> None:
-    """Base, passage and self-edit on the built-in invented passages; resumes (here: reprints) if run before."""
-    out, runs = Path(args.out), []
-    work = executor(args)
-    for condition in DEMO_CONDITIONS:
-        print(f"== {condition}", file=sys.stderr)
-        settings = config(EvalConfig, args, condition=condition, data=str(demo_data_path()), split="all")
-        run_eval(settings, out / condition, resume=True, progress=not args.quiet, executor=work)
-        runs.append(out / condition)
-    print(compare_runs(runs))
-    print(f"\nrun directories: {out}/{{{','.join(DEMO_CONDITIONS)}}}")
+    """Base, passage and self-edit (and SEAL, given a policy) on the built-in invented passages; resumes
+    (here: reprints) if run before."""
+    rows = {condition: {"condition": condition} for condition in DEMO_CONDITIONS}
+    if args.seal_policy:  # SEAL as ReST-EM evaluates it: the policy writes self-edits and is updated by them
+        rows["seal"] = {"condition": "self-edit", "model": args.seal_policy}
+    out, work = Path(args.out), executor(args)
+    for name, overrides in rows.items():
+        print(f"== {name}", file=sys.stderr)
+        settings = config(EvalConfig, args, data=str(demo_data_path()), split="all", **overrides)
+        run_eval(settings, out / name, resume=True, progress=not args.quiet, executor=work)
+    print(compare_runs([out / name for name in rows]))
+    print(f"\nrun directories: {out}/{{{','.join(rows)}}}")
 
 
 def _train_arguments(parser: ArgumentParser) -> None:
@@ -167,7 +173,7 @@ register(
     "knowledge incorporation (SQuAD passages)",
     {
         "eval": Command("score one condition of the paper's Table 2", _eval_arguments, _eval, _cpt_setting),
-        "demo": Command("base / passage / self-edit on built-in invented passages", _demo_arguments, _demo),
+        "demo": Command("base / passage / self-edit (/ SEAL) on built-in invented passages", _demo_arguments, _demo),
         "train": Command("ReST-EM: teach the model to write self-edits that work", _train_arguments, _train),
         "report": Command(
             "report.md and plots of a train run", _directory, lambda args: print(f"report: {write_report(args.dir)}")

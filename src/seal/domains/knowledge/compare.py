@@ -12,9 +12,25 @@ from seal.runs import RunDirectory
 from seal.stats import paired_difference_ci
 
 
+def _short(model: str) -> str:
+    """A model's name as a table shows it: a path's last two parts (``round-2/policy``), a hub id whole."""
+    return "/".join(Path(model).parts[-2:])
+
+
 def _label(summary: dict[str, Any]) -> str:
-    source = summary.get("self_edits_file")
-    return f"{summary['condition']} ({Path(source).stem})" if source else summary["condition"]
+    """The condition, with who wrote its self-edits when that is not the model itself."""
+    source, policy = summary.get("self_edits_file"), summary.get("policy")
+    if source:
+        return f"{summary['condition']} ({Path(source).stem})"
+    return f"{summary['condition']} (by {_short(policy)})" if policy else summary["condition"]
+
+
+def _labels(summaries: list[dict[str, Any]]) -> list[str]:
+    """Each run's label; runs that would share one also name their model (e.g. a policy against its base)."""
+    labels = [_label(s) for s in summaries]
+    return [
+        f"{label}, {_short(s['model'])}" if labels.count(label) > 1 else label for label, s in zip(labels, summaries)
+    ]
 
 
 def percent(value: float | None, signed: bool = False) -> str:
@@ -26,7 +42,7 @@ def percent(value: float | None, signed: bool = False) -> str:
 
 def summary_table(summaries: list[dict[str, Any]]) -> str:
     rows = [("condition", "setting", "model", "passages", "questions", "accuracy", "95% CI", "best-of-K")]
-    for s in summaries:
+    for label, s in zip(_labels(summaries), summaries):
         lo, hi = s["ci95"]
         setting = s.get("setting", "single")  # runs made before the CPT setting existed
         best = (
@@ -36,7 +52,7 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
         )
         rows.append(
             (
-                _label(s),
+                label,
                 setting,
                 s["model"],
                 str(s["n_passages"]),
@@ -71,14 +87,13 @@ def compare_runs(directories: list[str | Path]) -> str:
     """The summary table, then each run minus the first, paired on the passages both scored."""
     summaries = [RunDirectory(d).summary() for d in directories]
     totals = [passage_totals(d) for d in directories]
-    lines = [summary_table(summaries)]
+    lines, labels = [summary_table(summaries)], _labels(summaries)
     if len(directories) > 1:
-        reference = _label(summaries[0])
         rows = [("difference", "passages", "delta", "95% CI (paired bootstrap)")]
-        for summary, other in zip(summaries[1:], totals[1:]):
+        for label, other in zip(labels[1:], totals[1:]):
             delta, lo, hi, n = paired_difference(totals[0], other)
             interval = f"[{percent(lo, signed=True)}, {percent(hi, signed=True)}]"
-            rows.append((f"{_label(summary)} - {reference}", str(n), percent(delta, signed=True), interval))
+            rows.append((f"{label} - {labels[0]}", str(n), percent(delta, signed=True), interval))
         lines.append(_format(rows))
     return "\n\n".join(lines)
 

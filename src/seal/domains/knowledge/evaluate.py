@@ -329,6 +329,7 @@ def summarise(records: list[dict[str, Any]], config: EvalConfig) -> dict[str, An
         "condition": config.condition,
         "setting": config.setting,
         "model": config.model,
+        "policy": config.policy,
         "n_passages": len(passage_ids),
         "n_questions": sum({r["passage_id"]: r["unit_lines"] for r in records}.values()),
         "n_self_edits": config.self_edits_per_passage,
