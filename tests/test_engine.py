@@ -1,6 +1,7 @@
 import hashlib
 import random
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -45,9 +46,9 @@ FAST_JOB = TrainJob(0, EXAMPLES, FAST, seed=0)
 PROBE = ["The bridge was completed in", "Quenalite is a"]
 
 
-def new_bank(n_slots: int = 1, base_precision: str = "fp32") -> LoraBank:
+def new_bank(n_slots: int = 1, base_precision: str = "fp32", dropout: float = 0.0) -> LoraBank:
     loaded = load_model("tiny-random")
-    lora = LoraConfig(rank=4, alpha=8, base_precision=base_precision)
+    lora = LoraConfig(rank=4, alpha=8, dropout=dropout, base_precision=base_precision)
     return LoraBank(loaded.model, loaded.tokenizer, lora, n_slots=n_slots)
 
 
@@ -541,10 +542,13 @@ def test_a_job_can_start_from_a_given_adapter(bank):
 
 
 def test_training_killed_after_a_checkpoint_resumes_to_the_same_adapter(tmp_path, monkeypatch):
+    """With dropout, so that the random state is part of what a checkpoint must carry; the resumed run
+    does only the steps the killed one had not saved, and ends where an uninterrupted run ends."""
     from seal.engine import training
 
     job = TrainJob(0, EXAMPLES + OTHER, TrainConfig(learning_rate=1e-2, epochs=3, batch_size=2), seed=5)
-    straight = new_bank()
+    straight = new_bank(dropout=0.3)
+    torch.manual_seed(123)  # what ran before training draws no part of it
     (expected,) = straight.train([job])
     checkpoint = training.Checkpoint(tmp_path / "state.pt", every_seconds=0)
     steps, real_step = [], training._joint_step
@@ -556,14 +560,30 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_adapter(tmp_path
         return real_step(bank, plans)
 
     monkeypatch.setattr(training, "_joint_step", dies_at_the_fifth_step)
+    torch.manual_seed(456)
     with pytest.raises(KeyboardInterrupt):
-        new_bank().train([job], checkpoint=checkpoint)
-    monkeypatch.setattr(training, "_joint_step", real_step)
-    resumed = new_bank()
+        new_bank(dropout=0.3).train([job], checkpoint=checkpoint)
+    resumed_steps = []
+
+    def counted_step(bank, plans):
+        resumed_steps.append(1)
+        return real_step(bank, plans)
+
+    monkeypatch.setattr(training, "_joint_step", counted_step)
+    resumed = new_bank(dropout=0.3)
+    torch.manual_seed(789)
     (stats,) = resumed.train([job], checkpoint=checkpoint)
+    assert len(resumed_steps) == 9 - 4  # four steps were saved before the kill
     assert stats.steps == expected.steps == 9 and stats.tokens == expected.tokens
     assert stats.final_loss == expected.final_loss
     assert all(torch.equal(x, y) for x, y in zip(adapter_weights(resumed, 0), adapter_weights(straight, 0)))
-    other = TrainJob(0, EXAMPLES, job.config, seed=6)
-    with pytest.raises(ValueError, match="other training jobs"):
-        new_bank().train([other], checkpoint=checkpoint)
+    other_seed = TrainJob(0, job.examples, job.config, seed=6)
+    same_counts_other_text = TrainJob(
+        0, [replace(e, completion=e.completion.upper()) for e in job.examples], job.config, 5
+    )
+    for other in (other_seed, same_counts_other_text):
+        with pytest.raises(ValueError, match="other training jobs"):
+            new_bank().train([other], checkpoint=checkpoint)
+    checkpoint.path.write_bytes(checkpoint.path.read_bytes()[:100])  # torn by a copy
+    with pytest.raises(ValueError, match="cannot be read"):
+        new_bank().train([job], checkpoint=checkpoint)

@@ -140,6 +140,8 @@ def test_gradient_checkpointing_trains_the_same_adapter():
         adapters.append([p.detach().clone() for slot in (0, 1) for p in bank.slot_parameters(slot)])
         assert switched == [checkpointing] * len(switched) and switched
         assert not any(getattr(m, "gradient_checkpointing", False) for m in bank.model.modules())  # off again
+        # and so is the hook that makes the input embeddings' outputs require a gradient
+        assert not bank.model.get_input_embeddings()._forward_hooks
     for with_, without in zip(adapters[1], adapters[0]):
         torch.testing.assert_close(with_, without, rtol=1e-5, atol=1e-6)
 

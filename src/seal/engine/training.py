@@ -9,13 +9,17 @@ floating-point summation order. A long run can save its state at an interval and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import pickle
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Sequence
 
 import torch
 from tqdm import tqdm
@@ -215,9 +219,21 @@ def train_jobs(
         raise ValueError(f"jobs need distinct slots in [0, {bank.n_slots}), got {[job.slot for job in jobs]}")
     plans = [plan(bank, job) for job in jobs]
     training = [p for p in plans if p.steps]
-    seconds = _train(bank, training, progress, checkpoint, on_step) if training else 0.0
+    seconds = 0.0
+    if training:
+        with _random_state(bank.model.device, training[0].job.seed):
+            seconds = _train(bank, training, progress, checkpoint, on_step)
     share = seconds / max(len(jobs), 1)
     return [TrainStats(len(p.steps), p.tokens, share if p.steps else 0.0, p.loss) for p in plans]
+
+
+@contextmanager
+def _random_state(device: torch.device, seed: int) -> Iterator[None]:
+    """Training's random draws (dropout) start from the jobs' seed, whatever ran before; the caller's
+    random state is as it was afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _train(
@@ -272,7 +288,10 @@ def _train(
 
 
 def _activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
-    """Switch activation checkpointing; transformers 5 renamed it from gradient checkpointing (the old name warns)."""
+    """Switch activation checkpointing; transformers 5 renamed it from gradient checkpointing (the old name
+    warns). Switching it on also hooks the input embeddings so that their outputs require a gradient
+    (which only reentrant checkpointing needs); switching off removes that hook, which every later
+    forward pass, training or not, would otherwise keep."""
     kwargs = {"use_reentrant": False}  # not reentrant: the frozen embeddings' outputs need no gradient
     if hasattr(model, "activation_checkpointing_enable"):
         if on:
@@ -283,6 +302,8 @@ def _activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_disable()
+    if not on:
+        model.disable_input_require_grads()
 
 
 def _joint_step(bank: LoraBank, plans: list[_Plan]) -> list[float]:
@@ -339,8 +360,12 @@ def _joint_step(bank: LoraBank, plans: list[_Plan]) -> list[float]:
 
 
 def _fingerprint(plans: list[_Plan]) -> list[list[object]]:
-    """What a checkpoint must have been made by: the same slots, steps and data."""
-    return [[p.job.slot, p.job.seed, len(p.steps), len(p.tokenized), p.job.config.learning_rate] for p in plans]
+    """What a checkpoint must have been made by: the same slots, seeds, steps, learning rates and tokens."""
+    return [[p.job.slot, p.job.seed, len(p.steps), _digest(p.tokenized), p.job.config.learning_rate] for p in plans]
+
+
+def _digest(tokenized: list[tuple[list[int], int]]) -> str:
+    return hashlib.sha256(json.dumps(tokenized).encode()).hexdigest()
 
 
 def _save(
@@ -359,6 +384,7 @@ def _save(
         "adapters": [[t.detach().cpu() for t in bank.slot_parameters(p.job.slot)] for p in plans],
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),  # dropout
+        "cuda_rng": torch.cuda.get_rng_state(bank.model.device) if bank.model.device.type == "cuda" else None,
     }
     checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
     staging = checkpoint.path.with_name(checkpoint.path.name + ".tmp")
@@ -373,7 +399,11 @@ def _restore(
     the seconds they took ((0, 0.0) without one)."""
     if not checkpoint.path.exists():
         return 0, 0.0
-    state = torch.load(checkpoint.path, weights_only=True)
+    try:
+        state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{checkpoint.path} cannot be read ({reason}): remove it to start over") from error
     if state["jobs"] != _fingerprint(plans):
         raise ValueError(f"{checkpoint.path} was saved by other training jobs: remove it to start over")
     with torch.no_grad():
@@ -382,6 +412,8 @@ def _restore(
                 parameter.copy_(saved)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and bank.model.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], bank.model.device)
     for p, (tokens, loss) in zip(plans, state["plans"]):
         p.tokens, p.loss = tokens, loss
         p.step = min(state["step"], len(p.steps))
