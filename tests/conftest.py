@@ -55,3 +55,20 @@ def self_edit_file(tmp_path: Path) -> Path:
     items = [dict(p, completions=[f"{p['title']} is notable.\nIt is described in a passage.", ""]) for p in PASSAGES]
     path.write_text(json.dumps(items))
     return path
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A tiny-random policy as ReST-EM saves one (a PEFT LoRA adapter) that moves the model: its B factors
+    are not zero, so what it writes differs from what the untouched model writes."""
+    from seal.engine.bank import LoraBank
+    from seal.engine.lora import LoraConfig
+
+    loaded = load_model(TINY_RANDOM_MODEL)
+    bank = LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8), 1, name=TINY_RANDOM_MODEL)
+    bank.reset(0, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    moved = {name: (a, torch.randn(b.shape, generator=generator)) for name, (a, b) in bank.adapter(0).items()}
+    bank.set_adapter(0, moved)
+    bank.save_adapter(0, tmp_path / "round-2" / "policy")
+    return tmp_path / "round-2" / "policy"

@@ -8,6 +8,7 @@ from pathlib import Path
 from seal.cli import build_parser, main
 from seal.domains.knowledge.evaluate import EvalConfig
 from seal.executors import ExecutorSpec
+from seal.runs import RunDirectory
 from tests.conftest import PASSAGES_FILE
 
 RUN = ["knowledge", "eval", "--model", "tiny-random", "--data", str(PASSAGES_FILE), "--quiet"]
@@ -54,7 +55,7 @@ def test_a_config_file_sets_anything_and_flags_after_it_win(tmp_path):
     assert (recorded["condition"], recorded["answer_tokens"], recorded["lora"]["rank"]) == ("base", 6, 4)
 
 
-def test_presets_are_shipped_config_files_and_the_cpt_setting_brings_its_own(capsys):
+def test_presets_are_shipped_config_files_and_the_cpt_setting_brings_its_own(capsys, tmp_path):
     parser = build_parser()
     from seal.cli import with_presets
 
@@ -71,6 +72,12 @@ def test_presets_are_shipped_config_files_and_the_cpt_setting_brings_its_own(cap
     assert (cpt.n_self_edits, cpt.train.batch_size, cpt.train.gradient_accumulation, cpt.train.epochs) == (5, 4, 2, 1)
     single = parsed()
     assert (single.n_self_edits, single.train.batch_size, single.train.epochs) == (1, 1, 10)
+    in_a_file = tmp_path / "cpt.yaml"
+    in_a_file.write_text("setting: cpt\ntrain:\n  epochs: 2\n")
+    cpt = parsed("--config", str(in_a_file))  # a config file's setting brings the setting's defaults too
+    assert (cpt.setting, cpt.n_self_edits, cpt.train.batch_size, cpt.train.epochs) == ("cpt", 5, 4, 2)
+    single = parsed(f"--config={in_a_file}", "--setting", "single")  # the last one given decides
+    assert (single.setting, single.n_self_edits, single.train.batch_size) == ("single", 1, 1)
     assert main(["knowledge", "eval", "--preset", "fast", "--out", "x"]) == 2
     assert "no such preset for `seal knowledge eval` (presets: cpt, paper)" in capsys.readouterr().err
     trained = parser.parse_args(with_presets(["knowledge", "train", "--preset", "paper", "--out", "x"]))
@@ -109,16 +116,14 @@ def test_the_readme_serving_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "my-knowledge" / "state.sqlite").exists()
 
 
-def test_the_demo_prints_its_conditions_and_a_seal_row_for_a_policy(tmp_path, capsys):
-    from seal.engine.bank import LoraBank
-    from seal.engine.lora import LoraConfig
-    from seal.models import load_model
-
-    loaded = load_model("tiny-random")
-    LoraBank(loaded.model, loaded.tokenizer, LoraConfig(rank=4, alpha=8), 1, name="tiny-random").save_adapter(
-        0, tmp_path / "round-2" / "policy"
-    )
+def test_the_demo_prints_its_conditions_and_a_seal_row_for_a_policy(tmp_path, capsys, policy_dir):
     fast = ["--model", "tiny-random", "--train.epochs", "1", "--sampling.max_new_tokens", "8", "--quiet"]
+    assert main(["knowledge", "demo", *fast, "--seal_policy", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "adapter_config.json: not a readable adapter config" in capsys.readouterr().err
+    other_base = ["knowledge", "demo", *fast, "--model", "smollm2-135m", "--seal_policy", str(policy_dir)]
+    assert main([*other_base, "--out", str(tmp_path / "x")]) == 2  # refused before any run
+    assert "was trained from tiny-random, not from --model smollm2-135m" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     argv = ["knowledge", "demo", *fast, "--seal_policy", str(tmp_path / "round-2" / "policy")]
     assert main([*argv, "--out", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out
@@ -128,3 +133,7 @@ def test_the_demo_prints_its_conditions_and_a_seal_row_for_a_policy(tmp_path, ca
     assert rows[2:6] == ["base", "passage", "self-edit, tiny-random", "self-edit, round-2/policy"]
     assert "self-edit, round-2/policy - base" in rows
     assert printed.rstrip().endswith("/demo/{base,passage,self-edit,seal}")
+    own, seal = (
+        [r["self_edit"] for r in RunDirectory(tmp_path / "demo" / row).records()] for row in ("self-edit", "seal")
+    )
+    assert own != seal  # the policy wrote the SEAL row's self-edits

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from seal.domain import RunStopped
 from seal.domains.knowledge import cpt
 from seal.domains.knowledge.compare import compare_runs
 from seal.domains.knowledge.evaluate import EvalConfig, run_eval
@@ -67,7 +68,13 @@ def test_killed_in_training_or_answering_resumes_to_the_straight_run(tmp_path, s
     with pytest.raises(KeyboardInterrupt):
         run_eval(cfg, tmp_path / "resumed", progress=False)
     assert (tmp_path / "resumed" / cpt.TRAINING_STATE).exists() and not RunDirectory(tmp_path / "resumed").records()
-    monkeypatch.setattr(training, "_joint_step", real_step)
+    resumed_steps = []
+
+    def counted_step(bank, plans):
+        resumed_steps.append(1)
+        return real_step(bank, plans)
+
+    monkeypatch.setattr(training, "_joint_step", counted_step)
     monkeypatch.setattr(cpt, "PASSAGES_PER_ANSWER_BATCH", 1)
     real_grade = cpt.KnowledgeDomain.grade
     graded = []
@@ -82,22 +89,56 @@ def test_killed_in_training_or_answering_resumes_to_the_straight_run(tmp_path, s
     with pytest.raises(KeyboardInterrupt):
         run_eval(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert len(RunDirectory(tmp_path / "resumed").completed_units()) == 1
+    total = RunDirectory(tmp_path / "straight").summary()["train"]["steps"]
+    assert len(resumed_steps) == total - 2  # from the checkpoint of the second step on
     monkeypatch.setattr(cpt.KnowledgeDomain, "grade", real_grade)
     summary = run_eval(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert len(resumed_steps) == total - 2  # the trained update is read back, not trained again
     assert without_timings(tmp_path / "resumed") == without_timings(tmp_path / "straight")
     straight = RunDirectory(tmp_path / "straight").summary()
     for key in ("steps", "tokens", "final_loss", "documents"):
         assert summary["train"][key] == straight["train"][key]
 
 
-def test_the_policy_writes_the_self_edits_and_compare_shows_the_setting(tmp_path, squad_file):
+def test_the_policy_writes_the_self_edits_and_compare_shows_the_setting(tmp_path, squad_file, policy_dir):
     run_eval(config(squad_file, condition="passage"), tmp_path / "passage", progress=False)
-    run_eval(config(squad_file, condition="self-edit", policy="tiny-random"), tmp_path / "seal", progress=False)
+    run_eval(config(squad_file, condition="self-edit"), tmp_path / "own", progress=False)
+    run_eval(config(squad_file, condition="self-edit", policy=str(policy_dir)), tmp_path / "seal", progress=False)
+    own, seal = ((tmp_path / run / cpt.SELF_EDITS).read_text() for run in ("own", "seal"))
+    assert own != seal  # the policy wrote them, and the model it updated is the untouched one:
+    assert RunDirectory(tmp_path / "seal").summary()["model"] == "tiny-random"
     table = compare_runs([tmp_path / "passage", tmp_path / "seal"])
     assert table.splitlines()[0].split()[:2] == ["condition", "setting"]
     rows = [[cell.strip() for cell in line.split("  ") if cell][:2] for line in table.splitlines()[2:4]]
-    assert rows == [["passage", "cpt"], ["self-edit (by tiny-random)", "cpt"]]
+    assert rows == [["passage", "cpt"], ["self-edit (by round-2/policy)", "cpt"]]
     with pytest.raises(ValueError, match="--policy writes the self-edits of --setting cpt"):
         config(squad_file, condition="self-edit", setting="single", policy="tiny-random")
     with pytest.raises(ValueError, match="gradient accumulation must be >= 1"):
         TrainConfig(gradient_accumulation=0)
+
+
+def test_answers_that_do_not_fit_in_memory_are_asked_in_halves(tmp_path, squad_file, monkeypatch):
+    import torch
+
+    from seal.engine.bank import LoraBank
+
+    n_questions = sum(len(p["questions"]) for p in PASSAGES)
+    real_generate, sizes = LoraBank.generate, []
+
+    def fits_two_at_a_time(self, prompts, slots, sampling, batch_size=32, **kwargs):
+        sizes.append(batch_size)
+        if batch_size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(self, prompts, slots, sampling, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(LoraBank, "generate", fits_two_at_a_time)
+    summary = run_eval(config(squad_file, condition="base"), tmp_path / "halves", progress=False)
+    assert summary["n_graded_answers"] == n_questions
+    assert sizes[0] == n_questions and sizes[-1] == 2 and all(a > b for a, b in zip(sizes, sizes[1:]))
+
+    def never_fits(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(LoraBank, "generate", never_fits)
+    with pytest.raises(RunStopped, match="answering one question does not fit in memory"):
+        run_eval(config(squad_file, condition="base"), tmp_path / "never", progress=False)

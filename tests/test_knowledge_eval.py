@@ -305,6 +305,9 @@ def test_compare_names_who_wrote_the_self_edits(tmp_path):
     rows = [line.split("  ")[0] for line in compare_runs([tmp_path / "own", tmp_path / "seal"]).splitlines()]
     assert "self-edit (by round-2/policy)" in rows and "self-edit" in rows
     assert "self-edit (by round-2/policy) - self-edit" in rows
+    _scored_run(tmp_path / "own-seed-1", "self-edit", {"a": [1, 0]})  # same condition and model: named by directory
+    rows = [line.split("  ")[0] for line in compare_runs([tmp_path / "own", tmp_path / "own-seed-1"]).splitlines()]
+    assert "self-edit, m (own-seed-1) - self-edit, m (own)" in rows
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,17 @@ def test_a_run_records_each_machine_it_computed_on(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "describe", lambda: elsewhere)
     RunDirectory(tmp_path).start({"seed": 0}, resume=True)  # allowed: the config, not the machine, must match
     assert json.loads((tmp_path / "config.json").read_text())["machines"] == [here, elsewhere]
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux resets a process's peak memory")
+def test_peak_memory_starts_afresh_when_reset():
+    import torch
+
+    from seal.machine import peak_memory_mb, reset_peak_memory
+
+    held = torch.ones(2**27)  # 512 MiB, written, so resident
+    assert held.sum() > 0
+    before = peak_memory_mb("cpu")
+    del held
+    reset_peak_memory("cpu")
+    assert peak_memory_mb("cpu") < before - 256  # what training records starts with training

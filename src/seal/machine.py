@@ -31,10 +31,29 @@ def has_native_bf16(device: str) -> bool:
 
 
 def peak_memory_mb(device: str) -> float:
-    """Peak memory so far: GPU memory allocated by PyTorch on a GPU, else this process's resident set."""
+    """Peak memory since the process started or :func:`reset_peak_memory`: GPU memory allocated by
+    PyTorch on a GPU, else this process's resident set (Linux's ``VmHWM``; elsewhere, the peak since
+    the start)."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start :func:`peak_memory_mb` afresh (on a CPU, where Linux allows: ``/proc/self/clear_refs``)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def cpu_model() -> str:

@@ -22,6 +22,7 @@ from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import LoraConfig
 from seal.executors import Executor
 from seal.loops.inner import InnerLoop, Job, Outcome
+from seal.models import LoadedModel
 from seal.runs import AppendOnlyLog, RunDirectory
 from seal.seeding import unit_seed
 
@@ -103,13 +104,20 @@ def _score_chunk(
     return [(u.key, to_records(u, [next(outcomes) for _ in u.seeds])) for u in units]
 
 
+def sampled_self_edits(
+    writer: LoraBank | LoadedModel, domain: Domain, item: Any, k: int, sampling: SamplingConfig, seed: int
+) -> list[str]:
+    """K self-edits of ``item`` sampled from ``writer``'s model by one call seeded by the item (a bank's
+    model, outside a routed block, is its untouched base model)."""
+    item_seed = unit_seed(seed, domain.item_id(item), "sample")
+    return sample(writer.model, writer.tokenizer, domain.prompt(item), k, sampling, item_seed, domain.self_edit_schema)
+
+
 def sampled_candidates(
     bank: LoraBank, domain: Domain, item: Any, k: int, sampling: SamplingConfig, seed: int
 ) -> list[Candidate]:
-    """K self-edits sampled from the bank's base model (one seeded call per item), with their updates."""
-    item_seed = unit_seed(seed, domain.item_id(item), "sample")
-    texts = sample(bank.model, bank.tokenizer, domain.prompt(item), k, sampling, item_seed, domain.self_edit_schema)
-    return [(text, domain.to_update(item, text)) for text in texts]
+    """K self-edits sampled from the bank's base model, with their updates."""
+    return [(text, domain.to_update(item, text)) for text in sampled_self_edits(bank, domain, item, k, sampling, seed)]
 
 
 def score_candidates(

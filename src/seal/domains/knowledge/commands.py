@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from seal.commands import Command, add_config, add_executor, add_run_options, config, executor, register
@@ -20,6 +21,7 @@ from seal.domains.knowledge.train import KnowledgeTrainConfig, run_train
 from seal.grading import OfflineGrader, calibrate, load_graded
 from seal.loops.continual import ContinualConfig
 from seal.loops.restem import RestEMConfig
+from seal.models.adapters import adapter_config
 from seal.runs import json_safe
 
 DEMO_CONDITIONS = ("base", "passage", "self-edit")
@@ -49,15 +51,31 @@ def _eval(args: Namespace) -> None:
 
 
 def _cpt_setting(argv: list[str]) -> list[str]:
-    """``--setting cpt`` brings that setting's defaults (the official CPT run's), before any flag."""
-    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--setting"]
-    given += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--setting=")]
-    return ["cpt"] if given and given[-1] == "cpt" else []
+    """``--setting cpt``, or a ``--config`` file's ``setting: cpt``, brings that setting's defaults (the
+    official CPT run's) before any file or flag; the last one given decides, as in parsing."""
+    setting = None
+    for flag, value in zip(argv, argv[1:] + [""]):
+        name, _, inline = flag.partition("=")
+        value = inline or value
+        if name == "--setting":
+            setting = value
+        elif name == "--config":
+            setting = _setting_in(value) or setting
+    return ["cpt"] if setting == "cpt" else []
+
+
+def _setting_in(path: str) -> str | None:
+    """The ``setting`` a config file gives (None if it gives none, or cannot be read: parsing says why)."""
+    try:
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return settings.get("setting") if isinstance(settings, dict) else None
 
 
 def _demo_arguments(parser: ArgumentParser) -> None:
     add_config(parser)
-    skip = {"condition", "policy", "data", "split", "n_passages", "self_edits_file"}
+    skip = {"condition", "setting", "policy", "data", "split", "n_passages", "self_edits_file"}
     parser.add_class_arguments(EvalConfig, None, skip=skip)
     parser.add_argument(
         "--seal_policy", help="a ReST-EM policy (its round-R/policy directory): adds the SEAL row, self-edits it writes"
@@ -72,6 +90,7 @@ def _demo(args: Namespace) -> None:
     (here: reprints) if run before."""
     rows = {condition: {"condition": condition} for condition in DEMO_CONDITIONS}
     if args.seal_policy:  # SEAL as ReST-EM evaluates it: the policy writes self-edits and is updated by them
+        _check_policy(args.seal_policy, args.model)
         rows["seal"] = {"condition": "self-edit", "model": args.seal_policy}
     out, work = Path(args.out), executor(args)
     for name, overrides in rows.items():
@@ -80,6 +99,13 @@ def _demo(args: Namespace) -> None:
         run_eval(settings, out / name, resume=True, progress=not args.quiet, executor=work)
     print(compare_runs([out / name for name in rows]))
     print(f"\nrun directories: {out}/{{{','.join(rows)}}}")
+
+
+def _check_policy(policy: str, model: str) -> None:
+    """Refuse, before any run, a ``--seal_policy`` that is not an adapter trained from ``model``."""
+    base = adapter_config(policy)["base_model_name_or_path"]
+    if base != model:
+        raise ValueError(f"--seal_policy {policy} was trained from {base}, not from --model {model}")
 
 
 def _train_arguments(parser: ArgumentParser) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,12 +25,14 @@ def _label(summary: dict[str, Any]) -> str:
     return f"{summary['condition']} (by {_short(policy)})" if policy else summary["condition"]
 
 
-def _labels(summaries: list[dict[str, Any]]) -> list[str]:
-    """Each run's label; runs that would share one also name their model (e.g. a policy against its base)."""
+def _labels(summaries: list[dict[str, Any]], directories: Sequence[str | Path] = ()) -> list[str]:
+    """Each run's label; runs that would share one also name their model (e.g. a policy against its
+    base), and, if that is not enough, their run directory."""
     labels = [_label(s) for s in summaries]
-    return [
-        f"{label}, {_short(s['model'])}" if labels.count(label) > 1 else label for label, s in zip(labels, summaries)
-    ]
+    labels = [f"{x}, {_short(s['model'])}" if labels.count(x) > 1 else x for x, s in zip(labels, summaries)]
+    if not directories:
+        return labels
+    return [f"{x} ({Path(d).name})" if labels.count(x) > 1 else x for x, d in zip(labels, directories)]
 
 
 def percent(value: float | None, signed: bool = False) -> str:
@@ -40,9 +42,9 @@ def percent(value: float | None, signed: bool = False) -> str:
     return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
-def summary_table(summaries: list[dict[str, Any]]) -> str:
+def summary_table(summaries: list[dict[str, Any]], labels: list[str] | None = None) -> str:
     rows = [("condition", "setting", "model", "passages", "questions", "accuracy", "95% CI", "best-of-K")]
-    for label, s in zip(_labels(summaries), summaries):
+    for label, s in zip(labels or _labels(summaries), summaries):
         lo, hi = s["ci95"]
         setting = s.get("setting", "single")  # runs made before the CPT setting existed
         best = (
@@ -87,7 +89,8 @@ def compare_runs(directories: list[str | Path]) -> str:
     """The summary table, then each run minus the first, paired on the passages both scored."""
     summaries = [RunDirectory(d).summary() for d in directories]
     totals = [passage_totals(d) for d in directories]
-    lines, labels = [summary_table(summaries)], _labels(summaries)
+    labels = _labels(summaries, directories)
+    lines = [summary_table(summaries, labels)]
     if len(directories) > 1:
         rows = [("difference", "passages", "delta", "95% CI (paired bootstrap)")]
         for label, other in zip(labels[1:], totals[1:]):

@@ -11,7 +11,9 @@ passage at a time) and ``summary.json``:
     training.pt        the training state, saved every few minutes, so a killed run resumes
                        mid-training (removed once every answer is written)
     adapter/           the trained update, a PEFT LoRA adapter (bf16)
-    train.json         training documents, tokens, steps, seconds, final loss and peak memory
+    train.json         training documents, tokens, steps, seconds, final loss and peak memory (GPU:
+                       allocated by PyTorch; CPU: the process's resident set; from the start of the
+                       training attempt that finished it)
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from seal.domain import RunStopped
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.engine.bank import LoraBank
-from seal.engine.generation import SamplingConfig, render_prompt, sample
+from seal.engine.generation import SamplingConfig, render_prompt
 from seal.engine.training import Checkpoint, TrainingExample, TrainJob
 from seal.loops.inner import is_out_of_memory
-from seal.machine import peak_memory_mb
+from seal.loops.scoring import sampled_self_edits
+from seal.machine import peak_memory_mb, reset_peak_memory
 from seal.models.loading import load_base
 from seal.runs import AppendOnlyLog, RunDirectory, write_json_atomic
 from seal.seeding import unit_seed
@@ -54,6 +57,7 @@ def run_cpt(
     done = run.completed_units()
     pending = [p for p in passages if p.id not in done]
     if not pending:
+        (run.path / TRAINING_STATE).unlink(missing_ok=True)  # a kill may have come between the last answer and this
         return
     loaded = load_base(config.model, config.lora)
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, name=config.model)
@@ -68,7 +72,7 @@ def run_cpt(
         for start in range(0, len(pending), PASSAGES_PER_ANSWER_BATCH):
             batch = pending[start : start + PASSAGES_PER_ANSWER_BATCH]
             prompts = [render_prompt(bank.tokenizer, m) for p in batch for m in domain.queries(p).messages]
-            answers = iter(bank.generate(prompts, [slot] * len(prompts), greedy, batch_size=len(prompts)))
+            answers = iter(_answers(bank, prompts, slot, greedy))
             for passage in batch:
                 score = domain.grade(passage, [next(answers) for _ in passage.questions])
                 fields = {"passage_id": passage.id, "title": passage.title, "condition": config.condition}
@@ -76,6 +80,20 @@ def run_cpt(
                 run.append_unit(passage.id, [{**fields, **detail} for detail in score.details])
                 bar.update()
     (run.path / TRAINING_STATE).unlink(missing_ok=True)  # every answer is written: no resume needs it
+
+
+def _answers(bank: LoraBank, prompts: list[str], slot: int | None, greedy: SamplingConfig) -> list[str]:
+    """Greedy answers to ``prompts``, all in one batch if memory allows, else in halves, and so on."""
+    batch_size = len(prompts)
+    while True:
+        try:
+            return bank.generate(prompts, [slot] * len(prompts), greedy, batch_size=batch_size)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            if batch_size == 1:
+                raise RunStopped(f"answering one question does not fit in memory on {bank.model.device}") from error
+            batch_size = (batch_size + 1) // 2
 
 
 def training_record(out: str | Path) -> dict[str, Any] | None:
@@ -107,12 +125,9 @@ def _self_edits(
     written = {r["passage_id"]: r["self_edits"] for r in log.records()}
     missing = [p for p in passages if p.id not in written]
     if missing:
-        # the bank's model, outside a routed block, is the untouched model
         writer = load_base(config.policy, config.lora) if config.policy else bank
         for passage in tqdm(missing, desc="self-edits", disable=not progress):
-            seed = unit_seed(config.seed, passage.id, "sample")
-            prompt = domain.prompt(passage)
-            texts = sample(writer.model, writer.tokenizer, prompt, config.n_self_edits, config.sampling, seed)
+            texts = sampled_self_edits(writer, domain, passage, config.n_self_edits, config.sampling, config.seed)
             log.append_unit(passage.id, [{"passage_id": passage.id, "self_edits": texts}])
             written[passage.id] = texts
     return written
@@ -123,12 +138,14 @@ def _train(bank: LoraBank, documents: list[TrainingExample], config: EvalConfig,
     adapter and statistics are written when it ends."""
     job = TrainJob(0, documents, config.train, unit_seed(config.seed, "cpt"))
     checkpoint = Checkpoint(out / TRAINING_STATE, CHECKPOINT_SECONDS)
+    reset_peak_memory(bank.model.device.type)
     try:
         (stats,) = bank.train([job], progress="train" if progress else None, checkpoint=checkpoint)
     except Exception as error:
         if is_out_of_memory(error):
             raise RunStopped(
-                f"the update does not fit in memory on {bank.model.device}: use a smaller --batch-size"
+                f"the update does not fit in memory on {bank.model.device}: use --train.gradient_checkpointing "
+                "true, or a smaller --train.batch_size with a larger --train.gradient_accumulation"
             ) from error
         raise
     if training_record(out) is None:

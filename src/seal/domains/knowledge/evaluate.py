@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 CONDITIONS = ("base", "passage", "self-edit", "external")
 GRADERS = ("offline", "judge")
 SETTINGS = ("single", "cpt")
-CPT_TRAIN = TrainConfig(learning_rate=1e-3, epochs=3, batch_size=4, gradient_accumulation=2)
-"""The official CPT run's update: lr 1e-3, 3 epochs, batch 4 with gradient accumulation 2 (and r32, alpha 64)."""
-CPT_SELF_EDITS = 5
 
 
 @dataclass(frozen=True)
@@ -152,7 +149,7 @@ def check_prompt_lengths(
     passages: list[Passage], domain: KnowledgeDomain, model: str, max_new_tokens: int, trust_remote_code: bool = False
 ) -> None:
     """Refuse, before any model work, a passage whose self-edit prompt leaves no room in the model's
-    context for the self-edit (``--max-tokens``): it would be cut, or take hours to fail."""
+    context for the self-edit (``--sampling.max_new_tokens``): it would be cut, or take hours to fail."""
     tokenizer, limit = load_tokenizer(model, trust_remote_code), context_length(model, trust_remote_code)
     for passage in passages:
         tokens = len(tokenize_prompt(tokenizer, render_prompt(tokenizer, domain.prompt(passage))))
@@ -188,7 +185,7 @@ def _attach_external_self_edits(passages: list[Passage], path: Path, k: int) -> 
         raise DataError(f"{path}: no self-edits for {len(missing)} passage(s), first: {missing[0]!r}")
     short = [p.title for p in passages if len(by_id[p.id]) < k]
     if short:
-        raise DataError(f"{path}: fewer than --n-self-edits={k} completions for passage {short[0]!r}")
+        raise DataError(f"{path}: fewer than --n_self_edits={k} completions for passage {short[0]!r}")
     return [Passage(p.id, p.title, p.context, p.questions, by_id[p.id][:k]) for p in passages]
 
 
