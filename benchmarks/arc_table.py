@@ -3,16 +3,20 @@
     .venv/bin/python benchmarks/arc_table.py benchmarks/results/arc_table1
 
 Per condition: success over task x configuration (the paper's measure) with its 95% CI (bootstrap
-over tasks), tasks that any configuration solves, rejected configurations by reason, seconds and
-training tokens per TTT; then seal - ttt-self-edit paired by task.
+over tasks), tasks that some configuration solves whole (every test input), rejected configurations
+by reason, units that failed, seconds (training alone, and in all) and training tokens per TTT; then
+what each ReST-EM round kept, and seal - ttt-self-edit paired by task and configuration, also task by task.
+Units that failed are left out, as the summaries leave them out.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,19 +29,59 @@ SETS = {
 }
 
 
+def scored_units(directory: Path) -> list[dict[str, Any]]:
+    """A run's units, each its latest record, without those that failed."""
+    units = {r["unit"]: r for r in RunDirectory(directory).records()}.values()
+    return [u for u in units if not u.get("error")]
+
+
 def per_task(directory: Path) -> dict[str, tuple[float, int]]:
     """task id -> (summed reward over its configurations, configurations)."""
-    units = {r["unit"]: r for r in RunDirectory(directory).records()}.values()
     totals: dict[str, list[float]] = {}
-    for unit in units:
+    for unit in scored_units(directory):
         totals.setdefault(unit["task_id"], []).append(unit["reward"])
     return {task: (sum(rewards), len(rewards)) for task, rewards in totals.items()}
 
 
 def rejections(directory: Path) -> str:
-    units = {r["unit"]: r for r in RunDirectory(directory).records()}.values()
-    reasons = Counter(u["rejected"].split(":")[0] for u in units if u["rejected"])
+    """Rejected configurations counted by reason (a reason's words up to its first detail)."""
+    reasons = Counter(re.split(r"[:;(\[]", u["rejected"])[0].strip() for u in scored_units(directory) if u["rejected"])
     return ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "none"
+
+
+def train_seconds(directory: Path) -> float:
+    """Mean seconds of training alone per TTT (the rest is answering under the voting transforms)."""
+    trained = [u["seconds"].get("train", 0.0) for u in scored_units(directory) if u["train_tokens"] > 0]
+    return float(np.mean(trained)) if trained else 0.0
+
+
+def kept(root: Path) -> list[str]:
+    """What each ReST-EM round kept to train its policy on: a round that keeps nothing leaves the policy
+    as it was, and its seal row then repeats the one before."""
+    lines = []
+    for path in sorted(root.glob("train/round-*/kept.json"), key=lambda p: int(p.parent.name.split("-")[1])):
+        record = json.loads(path.read_text())
+        tasks = {k["item_id"] for k in record["kept"]}
+        lines.append(
+            f"- {path.parent.name}: kept {len(record['kept'])} rewarded configurations, from {len(tasks)} of "
+            f"{record['n_items']} training tasks"
+        )
+    return lines
+
+
+def differences(baseline: Path, label: str, path: Path) -> list[str]:
+    """``label`` - ttt-self-edit: pooled over task x configuration with a bootstrap over tasks, then per task."""
+    reference, other = per_task(baseline), per_task(path)
+    tasks = sorted(set(reference) & set(other))
+    a, b = (np.array([counts[t] for t in tasks]) for counts in (reference, other))
+    diff, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+    configs = int(a[:, 1].max()) if len(tasks) else 0
+    each = ", ".join(f"{t} {other[t][0] / other[t][1] - reference[t][0] / reference[t][1]:+.2f}" for t in tasks)
+    return [
+        f"{label} - ttt-self-edit: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(tasks)} tasks x {configs} "
+        f"configurations (95% CI: bootstrap over tasks)",
+        f"  per task: {each}",
+    ]
 
 
 def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[str]:
@@ -46,8 +90,9 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
     rows |= {f"seal (round {p.parent.name.split('-')[1]})": p for p in rounds[1:]}
     rows |= {"seal": root / "seal", "oracle": root / "oracle"}
-    lines = [f"## {title}", "", "| condition | success (task x config) | 95% CI | tasks solved (any config) |"
-             " rejected configs | s per TTT | train tokens per TTT |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"## {title}", "", "| condition | success (task x config) | 95% CI | tasks solved whole (any config) |"
+             " rejected configs | failed | s training per TTT | s per TTT | train tokens per TTT |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     present = {label: path for label, path in rows.items() if (path / "summary.json").exists()}
     for label, path in present.items():
         s = json.loads((path / "summary.json").read_text())
@@ -55,19 +100,17 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
         solved = round(s["tasks_solved"] * s["n_tasks"])
         lines.append(
             f"| {label} | {s['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {solved} of {s['n_tasks']} | "
-            f"{rejections(path)} | {s['mean_seconds_per_ttt']:.1f} | {s['mean_train_tokens']:.0f} |"
+            f"{rejections(path)} | {s['n_errors']} | {train_seconds(path):.1f} | {s['mean_seconds_per_ttt']:.1f} | "
+            f"{s['mean_train_tokens']:.0f} |"
         )
+    if rounds_kept := kept(root):
+        lines += ["", "ReST-EM:", *rounds_kept]
     baseline = next((path for label, path in present.items() if label.startswith("ttt-self-edit")), None)
     policies = [(label, path) for label, path in present.items() if label.startswith("seal")]
     if baseline and policies:
         lines.append("")
-        reference = per_task(baseline)
         for label, path in policies:
-            other = per_task(path)
-            tasks = sorted(set(reference) & set(other))
-            a, b = (np.array([counts[t] for t in tasks]) for counts in (reference, other))
-            diff, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
-            lines.append(f"{label} - ttt-self-edit: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(tasks)} tasks")
+            lines += differences(baseline, label, path)
     return lines + [""]
 
 

@@ -83,6 +83,9 @@ def test_task_max_side_counts_inputs_and_known_outputs():
     pair = Pair(np.zeros((2, 5), dtype=np.int64), np.zeros((7, 1), dtype=np.int64))
     unsolved = Pair(np.zeros((3, 6), dtype=np.int64), None)
     assert Task("t", (pair,), (unsolved,)).max_side == 7
+    solved = Pair(np.zeros((3, 6), dtype=np.int64), np.zeros((9, 9), dtype=np.int64))
+    task = Task("t", (pair,), (solved,))
+    assert (task.max_side, task.seen_side) == (9, 7)  # what a solver sees leaves out the test output
 
 
 # ---------------------------------------------------------------- augmentations

@@ -88,6 +88,28 @@ def test_a_valid_configuration_beyond_the_budget_trains_fewer_epochs_instead_of_
     assert tokens_per_epoch * update.train.epochs <= SMALL.max_train_tokens
 
 
+def test_the_answer_budget_does_not_look_at_the_test_output():
+    test_input = np.zeros((2, 2), dtype=np.int64)
+    grows = Task("grows", flip_task().train, (Pair(test_input, np.zeros((6, 6), dtype=np.int64)),))
+    unknown = Task("grows", flip_task().train, (Pair(test_input, None),))
+    budget = ArcDomain().queries(grows).max_new_tokens
+    assert budget == ArcDomain().queries(unknown).max_new_tokens == 2 * 2 * (2 * 2 + 1) + 8  # twice the seen 2x2
+
+
+def test_a_task_counts_as_solved_when_a_configuration_solves_every_test_input():
+    from seal.domains.arc.evaluate import summarise
+
+    def unit(task, index, reward, **fields):
+        return {"unit": f"{task}/{index}", "task_id": task, "reward": reward, "rejected": None, "train_tokens": 10,
+                "seconds": {"train": 1.0}, **fields}  # fmt: skip
+
+    records = [unit("half", 0, 0.5), unit("half", 1, 0.0), unit("whole", 0, 1.0), unit("whole", 1, 0.0),
+               unit("whole", 2, None, error="OutOfMemoryError")]  # fmt: skip
+    summary = summarise(records, ArcEvalConfig(), ["half", "whole"])
+    assert summary["tasks_solved"] == 0.5  # one of two test inputs is success 0.5, not a solved task
+    assert summary["success_rate"] == pytest.approx(1.5 / 4) and summary["n_errors"] == 1
+
+
 def test_voting_maps_answers_back():
     task = flip_task()
     truth = task.test[0].output

@@ -154,7 +154,7 @@ class ArcDomain:
             for test in task.test
             for t in INVERTIBLE_FOR_VOTING
         )
-        side = max(task.max_side, 1)
+        side = max(task.seen_side, 1)  # an answer up to twice the largest grid seen, within MAX_SIDE
         return Queries(messages, max_new_tokens=min(2 * side * (2 * side + 1), MAX_SIDE * (MAX_SIDE + 1)) + 8)
 
     def grade(self, task: Task, answers: list[str]) -> Score:

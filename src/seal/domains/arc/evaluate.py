@@ -137,7 +137,8 @@ class TaskCondition:
 
 
 def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: list[str]) -> dict[str, Any]:
-    """Success rate over (task, configuration) pairs, tasks solved by any configuration, cost per update."""
+    """Success rate over (task, configuration) pairs, tasks that some configuration solves whole (every
+    test input: a configuration solving one of two counts in the success rate, not here), cost per update."""
     records = [r for r in records if r["task_id"] in set(task_ids)]
     units = {r["unit"]: r for r in records}.values()
     failed = [u for u in units if u.get("error")]
@@ -158,7 +159,7 @@ def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: li
         "configs_per_task": config.configs_per_task,
         "success_rate": float(solved.sum() / tried.sum()) if tried.sum() else float("nan"),
         "ci95": list(pooled_accuracy_ci(solved, tried, seed=config.seed)),
-        "tasks_solved": float(np.mean([max(per_task[t]) > 0 for t in ids])) if ids else float("nan"),
+        "tasks_solved": float(np.mean([max(per_task[t]) >= 1.0 for t in ids])) if ids else float("nan"),
         "n_rejected": sum(1 for u in units if u["rejected"]),
         "n_errors": len(failed),
         "rejections": sorted({u["rejected"] for u in units if u["rejected"]}),

@@ -101,3 +101,10 @@ class Task:
     def max_side(self) -> int:
         """The largest side of any grid in the task: inputs and known outputs, train and test."""
         return max(max(grid.shape) for pair in self.train + self.test for grid in pair.grids())
+
+    @property
+    def seen_side(self) -> int:
+        """The largest side of any grid a solver sees: the demonstrations and the test inputs (not the
+        test outputs it must find)."""
+        grids = [grid for pair in self.train for grid in pair.grids()] + [pair.input for pair in self.test]
+        return max(max(grid.shape) for grid in grids)
