@@ -49,17 +49,16 @@ def rejections(directory: Path) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "none"
 
 
-def train_seconds(directory: Path) -> float:
-    """Mean seconds of training alone per TTT (the rest is answering under the voting transforms)."""
-    trained = [u["seconds"].get("train", 0.0) for u in scored_units(directory) if u["train_tokens"] > 0]
-    return float(np.mean(trained)) if trained else 0.0
+def round_number(path: Path) -> int:
+    """R of a file or directory inside ``round-R/``."""
+    return int(path.parent.name.split("-")[1])
 
 
 def kept(root: Path) -> list[str]:
     """What each ReST-EM round kept to train its policy on: a round that keeps nothing leaves the policy
     as it was, and its seal row then repeats the one before."""
     lines = []
-    for path in sorted(root.glob("train/round-*/kept.json"), key=lambda p: int(p.parent.name.split("-")[1])):
+    for path in sorted(root.glob("train/round-*/kept.json"), key=round_number):
         record = json.loads(path.read_text())
         tasks = {k["item_id"] for k in record["kept"]}
         lines.append(
@@ -69,9 +68,10 @@ def kept(root: Path) -> list[str]:
     return lines
 
 
-def differences(baseline: Path, label: str, path: Path) -> list[str]:
-    """``label`` - ttt-self-edit: pooled over task x configuration with a bootstrap over tasks, then per task."""
-    reference, other = per_task(baseline), per_task(path)
+def differences(reference: dict[str, tuple[float, int]], label: str, path: Path) -> list[str]:
+    """``label`` - ttt-self-edit (``reference``, its :func:`per_task`): pooled over task x configuration
+    with a bootstrap over tasks, then per task."""
+    other = per_task(path)
     tasks = sorted(set(reference) & set(other))
     a, b = (np.array([counts[t] for t in tasks]) for counts in (reference, other))
     diff, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
@@ -86,9 +86,9 @@ def differences(baseline: Path, label: str, path: Path) -> list[str]:
 
 def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[str]:
     root = out / name
-    rounds = sorted(root.glob("train/round-*/eval"), key=lambda p: int(p.parent.name.split("-")[1]))
+    rounds = sorted(root.glob("train/round-*/eval"), key=round_number)
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
-    rows |= {f"seal (round {p.parent.name.split('-')[1]})": p for p in rounds[1:]}
+    rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
     rows |= {"seal": root / "seal", "oracle": root / "oracle"}
     lines = [f"## {title}", "", "| condition | success (task x config) | 95% CI | tasks solved whole (any config) |"
              " rejected configs | failed | s training per TTT | s per TTT | train tokens per TTT |",
@@ -100,8 +100,8 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
         solved = round(s["tasks_solved"] * s["n_tasks"])
         lines.append(
             f"| {label} | {s['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {solved} of {s['n_tasks']} | "
-            f"{rejections(path)} | {s['n_errors']} | {train_seconds(path):.1f} | {s['mean_seconds_per_ttt']:.1f} | "
-            f"{s['mean_train_tokens']:.0f} |"
+            f"{rejections(path)} | {s['n_errors']} | {s['mean_train_seconds_per_ttt']:.1f} | "
+            f"{s['mean_seconds_per_ttt']:.1f} | {s['mean_train_tokens']:.0f} |"
         )
     if rounds_kept := kept(root):
         lines += ["", "ReST-EM:", *rounds_kept]
@@ -109,8 +109,9 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     policies = [(label, path) for label, path in present.items() if label.startswith("seal")]
     if baseline and policies:
         lines.append("")
+        reference = per_task(baseline)
         for label, path in policies:
-            lines += differences(baseline, label, path)
+            lines += differences(reference, label, path)
     return lines + [""]
 
 

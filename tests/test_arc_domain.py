@@ -108,6 +108,7 @@ def test_a_task_counts_as_solved_when_a_configuration_solves_every_test_input():
     summary = summarise(records, ArcEvalConfig(), ["half", "whole"])
     assert summary["tasks_solved"] == 0.5  # one of two test inputs is success 0.5, not a solved task
     assert summary["success_rate"] == pytest.approx(1.5 / 4) and summary["n_errors"] == 1
+    assert summary["mean_train_seconds_per_ttt"] == 1.0
 
 
 def test_voting_maps_answers_back():

@@ -251,7 +251,8 @@ def _train(
             parameter.requires_grad_(True)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
     total_steps = max(len(p.steps) for p in plans)
-    first, earlier = _restore(checkpoint, bank, plans, optimizer) if checkpoint else (0, 0.0)
+    jobs = _fingerprint(plans) if checkpoint else []  # the same for every save: the data is hashed once
+    first, earlier = _restore(checkpoint, jobs, bank, plans, optimizer) if checkpoint else (0, 0.0)
     saved_at = time.monotonic()
     bar = tqdm(total=total_steps, initial=first, desc=progress, disable=progress is None, unit="step")
     bank.model.train()
@@ -270,7 +271,7 @@ def _train(
                 p.loss = loss
             done = step + 1
             if checkpoint and (done == total_steps or time.monotonic() - saved_at >= checkpoint.every_seconds):
-                _save(checkpoint, bank, plans, optimizer, done, earlier + time.perf_counter() - started)
+                _save(checkpoint, jobs, bank, plans, optimizer, done, earlier + time.perf_counter() - started)
                 saved_at = time.monotonic()
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}", refresh=False)
             bar.update()
@@ -370,6 +371,7 @@ def _digest(tokenized: list[tuple[list[int], int]]) -> str:
 
 def _save(
     checkpoint: Checkpoint,
+    jobs: list[list[object]],
     bank: LoraBank,
     plans: list[_Plan],
     optimizer: torch.optim.Optimizer,
@@ -377,7 +379,7 @@ def _save(
     seconds: float,
 ) -> None:
     state = {
-        "jobs": _fingerprint(plans),
+        "jobs": jobs,
         "step": done,
         "seconds": seconds,
         "plans": [(p.tokens, p.loss) for p in plans],
@@ -393,10 +395,14 @@ def _save(
 
 
 def _restore(
-    checkpoint: Checkpoint, bank: LoraBank, plans: list[_Plan], optimizer: torch.optim.Optimizer
+    checkpoint: Checkpoint,
+    jobs: list[list[object]],
+    bank: LoraBank,
+    plans: list[_Plan],
+    optimizer: torch.optim.Optimizer,
 ) -> tuple[int, float]:
-    """Load a checkpoint's state into the bank, plans and optimizer; returns the steps it had done and
-    the seconds they took ((0, 0.0) without one)."""
+    """Load a checkpoint's state into the bank, plans and optimizer if it was saved by ``jobs`` (their
+    :func:`_fingerprint`); returns the steps it had done and the seconds they took ((0, 0.0) without one)."""
     if not checkpoint.path.exists():
         return 0, 0.0
     try:
@@ -404,7 +410,7 @@ def _restore(
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{checkpoint.path} cannot be read ({reason}): remove it to start over") from error
-    if state["jobs"] != _fingerprint(plans):
+    if state["jobs"] != jobs:
         raise ValueError(f"{checkpoint.path} was saved by other training jobs: remove it to start over")
     with torch.no_grad():
         for p, tensors in zip(plans, state["adapters"]):

@@ -165,6 +165,7 @@ def summarise(records: list[dict[str, Any]], config: ArcEvalConfig, task_ids: li
         "rejections": sorted({u["rejected"] for u in units if u["rejected"]}),
         "mean_train_tokens": float(np.mean([u["train_tokens"] for u in trained])) if trained else 0.0,
         "mean_seconds_per_ttt": float(np.mean([sum(u["seconds"].values()) for u in trained])) if trained else 0.0,
+        "mean_train_seconds_per_ttt": float(np.mean([u["seconds"]["train"] for u in trained])) if trained else 0.0,
     }
 
 
