@@ -86,6 +86,15 @@ def test_presets_are_shipped_config_files_and_the_cpt_setting_brings_its_own(cap
     assert "(presets: paper)" in capsys.readouterr().err
 
 
+def test_help_names_the_presets_of_the_commands_that_take_settings(capsys):
+    assert main(["knowledge", "eval", "--help"]) == 0
+    assert "--preset {cpt,paper}: a shipped config file" in capsys.readouterr().out
+    assert main(["knowledge", "compare", "--help"]) == 0
+    assert "--preset" not in capsys.readouterr().out
+    assert main(["knowledge", "compare", "runs/a", "--preset", "paper"]) == 2  # takes no settings, so no preset
+    assert "unrecognized arguments: --preset paper" in capsys.readouterr().err
+
+
 def test_bad_flags_are_one_line(capsys):
     for argv, message in [
         (["knowledge", "eval", "--lora.rank", "many", "--out", "x"], "--lora.rank: Expected a <class 'int'>"),

@@ -10,9 +10,9 @@ import os
 import re
 import sys
 
-from jsonargparse import ArgumentError, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
-from seal.commands import COMMANDS, new_parser, preset_path, registered
+from seal.commands import COMMANDS, Command, new_parser, preset_names, preset_path, registered
 from seal.domain import RunStopped
 from seal.models.loading import ModelLoadError
 from seal.runs import RunError
@@ -28,13 +28,13 @@ def build_parser() -> ArgumentParser:
         domains.add_subcommand(name, group, help=help)
         subcommands = group.add_subcommands(dest="command")
         for command_name, command in commands.items():
-            command_parser = new_parser()
-            command.arguments(command_parser)
-            subcommands.add_subcommand(command_name, command_parser, help=command.help)
+            arguments = parser_of(command)
+            presets = preset_names(name, command_name) if takes_settings(arguments) else []
+            if presets:
+                arguments.epilog = f"--preset {{{','.join(presets)}}}: a shipped config file, applied first"
+            subcommands.add_subcommand(command_name, arguments, help=command.help)
     for name, command in COMMANDS.items():
-        command_parser = new_parser()
-        command.arguments(command_parser)
-        domains.add_subcommand(name, command_parser, help=command.help)
+        domains.add_subcommand(name, parser_of(command), help=command.help)
     return parser
 
 
@@ -55,9 +55,22 @@ def with_presets(argv: list[str]) -> list[str]:
         else:
             rest.append(token)
     entry = registered().get(domain, (None, {}))[1].get(command)
+    if names and entry and not takes_settings(parser_of(entry)):
+        return argv  # the parser names --preset as an argument this command does not take
     implied = [name for name in (entry.implied_presets(rest) if entry else []) if name not in names]
     configs = [arg for name in implied + names for arg in ("--config", str(preset_path(domain, command, name)))]
     return argv[: positional[1] + 1] + configs + rest
+
+
+def parser_of(command: Command) -> ArgumentParser:
+    parser = new_parser()
+    command.arguments(parser)
+    return parser
+
+
+def takes_settings(parser: ArgumentParser) -> bool:
+    """Whether a command's parser reads ``--config`` (and so a preset)."""
+    return any(isinstance(action, ActionConfigFile) for action in parser._actions)
 
 
 def check_finite(args: Namespace) -> None:

@@ -112,17 +112,26 @@ def config(cls: type, args: Namespace, **overrides: Any) -> Any:
     return cls(**{**{f.name: args[f.name] for f in dataclasses.fields(cls) if f.name in args}, **overrides})
 
 
+SHIPPED_PRESETS = Path(str(files("seal").joinpath("presets")))
+
+
 def preset_path(domain: str, command: str, name: str) -> Path:
     """A shipped preset: ``seal/presets/<domain>-<command>-<name>.yaml`` for one command, else
     ``<domain>-<name>.yaml`` for all of the domain's commands (preset names hold no dash)."""
-    shipped = Path(str(files("seal").joinpath("presets")))
-    for path in (shipped / f"{domain}-{command}-{name}.yaml", shipped / f"{domain}-{name}.yaml"):
+    for path in (SHIPPED_PRESETS / f"{domain}-{command}-{name}.yaml", SHIPPED_PRESETS / f"{domain}-{name}.yaml"):
         if path.is_file():
             return path
-    own = {p.stem.removeprefix(f"{domain}-{command}-") for p in shipped.glob(f"{domain}-{command}-*.yaml")}
-    shared = {p.stem.removeprefix(f"{domain}-") for p in shipped.glob(f"{domain}-*.yaml") if p.stem.count("-") == 1}
-    names = ", ".join(sorted(own | shared)) or "none"
+    names = ", ".join(preset_names(domain, command)) or "none"
     raise ValueError(f"--preset {name}: no such preset for `seal {domain} {command}` (presets: {names})")
+
+
+def preset_names(domain: str, command: str) -> list[str]:
+    """The shipped presets ``seal DOMAIN COMMAND --preset NAME`` accepts, sorted."""
+    own = {p.stem.removeprefix(f"{domain}-{command}-") for p in SHIPPED_PRESETS.glob(f"{domain}-{command}-*.yaml")}
+    shared = {
+        p.stem.removeprefix(f"{domain}-") for p in SHIPPED_PRESETS.glob(f"{domain}-*.yaml") if p.stem.count("-") == 1
+    }
+    return sorted(own | shared)
 
 
 def standard_commands(domain: Callable[[], Domain], items: Callable[[str], Sequence[Any]]) -> dict[str, Command]:
