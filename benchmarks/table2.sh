@@ -10,11 +10,14 @@
 #   2. CPT (one update on all 200 passages, 974 questions): base, passage, external iter2 and GPT-4.1;
 #   3. CPT with the model's own self-edits, and with the final ReST-EM policy's (SEAL);
 #   4. the tables: OUT/cpt.txt and OUT/restem/report.md.
+# ROUNDS=3 benchmarks/table2.sh OUT gives a finished run a third ReST-EM round (default 2); the CPT
+# SEAL row takes the last round's policy.
 # fp32 throughout, so that the numbers compare across machines (bf16 kernels differ between CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/table2}
 SEAL=${SEAL:-.venv/bin/seal}
+ROUNDS=${ROUNDS:-2}
 SELF_EDITS=../shared/data/seal-reference/selfedits
 # the runs started before all-linear became the default name their layers
 common=(--model smollm2-135m --lora.base_precision fp32
@@ -22,7 +25,7 @@ common=(--model smollm2-135m --lora.base_precision fp32
 cpt=(--setting cpt --split eval --n_passages 200 "${common[@]}")
 
 "$SEAL" knowledge train "${common[@]}" --executor.kind ray --executor.workers 2 --executor.parallel 8 \
-  --out "$OUT/restem" --restem.rounds 2 --n_train_passages 64 --restem.k 5 --restem.eval_repeats 2 --n_passages 200 \
+  --out "$OUT/restem" --restem.rounds "$ROUNDS" --n_train_passages 64 --restem.k 5 --restem.eval_repeats 2 --n_passages 200 \
   --external_self_edits "$SELF_EDITS/iter2_val.json"
 
 "$SEAL" knowledge eval --condition base "${cpt[@]}" --out "$OUT/cpt/base"
@@ -33,7 +36,7 @@ for source in iter2 gpt4_1; do
 done
 
 "$SEAL" knowledge eval --condition self-edit "${cpt[@]}" --out "$OUT/cpt/self-edit"
-"$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-2/policy" "${cpt[@]}" --out "$OUT/cpt/seal"
+"$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-$ROUNDS/policy" "${cpt[@]}" --out "$OUT/cpt/seal"
 
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ)  benchmarks/table2.sh $OUT"

@@ -181,6 +181,18 @@ def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Compute seconds per phase" in report and "| 1 | " in report.split("held-out passages, by round")[1]
 
+    one_more_round = subprocess.run(
+        [*command, "--resume", "--restem.rounds", "2"], env=env, capture_output=True, text=True
+    )
+    assert one_more_round.returncode == 0, one_more_round.stderr[-2000:]
+    assert AppendOnlyLog(rewards).records() == after  # round 1 untouched; round 2 starts from its policy
+    assert len(AppendOnlyLog(tmp_path / "run" / "round-2" / "rewards.jsonl").records()) == 6
+    assert (tmp_path / "run" / "round-2" / "eval" / "summary.json").exists()
+    other_k = subprocess.run(
+        [*command, "--resume", "--restem.rounds", "2", "--restem.k", "3"], env=env, capture_output=True, text=True
+    )
+    assert other_k.returncode != 0 and "restem.k 2 -> 3" in other_k.stderr
+
 
 def test_report_correlates_self_edit_properties_with_their_advantage():
     passage = "the bridge was completed in 1871 by Ottilie Brask"

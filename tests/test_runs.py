@@ -30,6 +30,15 @@ def test_resuming_with_other_settings_names_each_of_them(tmp_path):
     RunDirectory(tmp_path).start(grown, resume=True, extendable=frozenset({"n_passages"}))
 
 
+def test_a_nested_setting_named_extendable_may_change_on_resume_and_only_it(tmp_path):
+    started_run(tmp_path, {"restem": {"rounds": 2, "k": 5}})
+    more_rounds = frozenset({"restem.rounds"})
+    RunDirectory(tmp_path).start({"restem": {"rounds": 3, "k": 5}}, resume=True, extendable=more_rounds)
+    assert json.loads((tmp_path / "config.json").read_text())["restem"]["rounds"] == 3
+    with pytest.raises(RunError, match=r"changed: restem\.k 5 -> 8\)"):
+        RunDirectory(tmp_path).start({"restem": {"rounds": 3, "k": 8}}, resume=True, extendable=more_rounds)
+
+
 def test_a_run_records_each_machine_it_computed_on(tmp_path, monkeypatch):
     started_run(tmp_path, {"seed": 0})
     (here,) = json.loads((tmp_path / "config.json").read_text())["machines"]

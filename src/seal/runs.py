@@ -64,6 +64,12 @@ def _changed_settings(saved: Any, config: Any, path: tuple[str, ...] = ()) -> li
     return [] if saved is ANY or saved == config else [(".".join(path), saved, config)]
 
 
+def _within(path: str, settings: frozenset[str]) -> bool:
+    """Whether the setting at dotted ``path`` is one of ``settings`` or inside one of them."""
+    parts = path.split(".")
+    return any(".".join(parts[:n]) in settings for n in range(1, len(parts) + 1))
+
+
 def _describe_change(path: str, saved: Any, config: Any) -> str:
     def shown(value: Any) -> str:
         return "unset" if value is _ABSENT else json.dumps(value)
@@ -172,9 +178,10 @@ class RunDirectory:
         against the one on disk. A directory that holds a config is refused without ``resume``.
 
         The lock (``.lock``) is held until this process ends, so a second process writing to the same
-        run stops at once. Keys in ``extendable`` may change on resume (e.g. the number of passages, to
-        grow a run). The config also lists, under ``machines``, each machine the run computed on
-        (:func:`seal.machine.describe`): a resume on another one is allowed, and noted there.
+        run stops at once. Settings in ``extendable`` may change on resume (e.g. ``n_passages``, to grow a
+        run; a dotted path names a nested one, e.g. ``restem.rounds``). The config also lists, under
+        ``machines``, each machine the run computed on (:func:`seal.machine.describe`): a resume on
+        another one is allowed, and noted there.
         """
         self._make_directory()
         self._lock()
@@ -191,7 +198,7 @@ class RunDirectory:
             raise RunError(f"{config_path}: not a run config (a JSON object)")
         machines = saved.pop(self.MACHINES, [])
         changed = _changed_settings(saved, config)
-        if {path.split(".")[0] for path, _, _ in changed} - extendable:
+        if not all(_within(path, extendable) for path, _, _ in changed):
             described = ", ".join(_describe_change(*change) for change in changed)
             raise RunError(f"{config_path}: cannot resume with a different config (changed: {described})")
         if machine not in machines:

@@ -20,7 +20,7 @@ from seal.engine.bank import LoraBank
 from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
-from seal.loops.restem import RestEMConfig, run_restem
+from seal.loops.restem import MORE_ROUNDS, RestEMConfig, run_restem
 from seal.loops.scoring import Candidate, sampled_candidates, score_candidates
 from seal.models import EMBEDDED_MODEL, check_model
 from seal.runs import RunDirectory
@@ -179,7 +179,7 @@ def train_policy(
     check_model(config.model, config.lora.trust_remote_code)
     restem = replace(restem, sampling=config.sampling, lora=config.lora, seed=config.seed)
     record = {"task": f"{domain.name}-train", "evaluation": asdict(config), "restem": asdict(restem)}
-    RunDirectory(out).start(record, resume)
+    RunDirectory(out).start(record, resume, MORE_ROUNDS)
     executor = executor or make_executor(ExecutorSpec())
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:

@@ -13,6 +13,9 @@ Each round r = 1..R, starting from the policy of round r-1 (round 0: the untouch
    the adapter merged in);
 5. evaluate the new policy with the domain's held-out evaluation, in ``round-r/eval``.
 
+A finished run continues with more rounds: resumed with a larger ``rounds``, it goes on from its last
+policy (the one setting of a train run's config that may change on resume, :data:`MORE_ROUNDS`).
+
 The engine only sees the :class:`~seal.domain.Domain` interface and an evaluation callback.
 """
 
@@ -38,6 +41,9 @@ from seal.models.adapters import is_adapter_dir, read_adapter
 from seal.models.loading import load_base
 from seal.runs import AppendOnlyLog, write_json_atomic
 from seal.seeding import unit_seed
+
+MORE_ROUNDS = frozenset({"restem.rounds"})
+"""The settings of a train run's config (its ReST-EM settings under ``restem``) that may change on resume."""
 
 EvaluatePolicy = Callable[[str, Path], dict[str, Any]]
 """(policy model name or directory, output directory) -> summary of its held-out evaluation."""

@@ -24,7 +24,7 @@ from seal.engine.generation import SamplingConfig
 from seal.engine.lora import LoraConfig
 from seal.executors import Executor, ExecutorSpec, make_executor
 from seal.loops.conditions import run_condition
-from seal.loops.restem import RestEMConfig, run_restem
+from seal.loops.restem import MORE_ROUNDS, RestEMConfig, run_restem
 from seal.loops.scoring import Candidate, sampled_candidates
 from seal.models import EMBEDDED_MODEL, check_model
 from seal.runs import RunDirectory
@@ -193,7 +193,7 @@ def run_arc_train(
         )
     check_model(config.model, config.lora.trust_remote_code)
     record = {"task": "arc-train", "evaluation": asdict(config), "restem": asdict(restem), "train_tasks": train_tasks}
-    RunDirectory(out).start(record, resume)
+    RunDirectory(out).start(record, resume, MORE_ROUNDS)
 
     def evaluate_policy(policy: str, directory: Path) -> dict[str, Any]:
         condition = "ttt-self-edit" if policy == config.model else "seal"

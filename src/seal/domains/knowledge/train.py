@@ -25,7 +25,7 @@ from seal.domains.knowledge.evaluate import EvalConfig, check_prompt_lengths, ma
 from seal.domains.knowledge.sources import resolve_data
 from seal.engine.generation import sample
 from seal.executors import Executor, ExecutorSpec, make_executor
-from seal.loops.restem import RestEMConfig, policy_dir, run_restem
+from seal.loops.restem import MORE_ROUNDS, RestEMConfig, policy_dir, run_restem
 from seal.models import check_model
 from seal.models.loading import load_base
 from seal.runs import RunDirectory, write_json_atomic
@@ -78,7 +78,7 @@ def run_train(
     domain = make_domain(evaluation)  # a judge that cannot be reached stops the run before anything is written
     limit = evaluation.sampling.max_new_tokens
     check_prompt_lengths(passages + held_out, domain, evaluation.model, limit, evaluation.lora.trust_remote_code)
-    RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume)
+    RunDirectory(out).start({"task": "knowledge-train", **asdict(config)}, resume, MORE_ROUNDS)
     executor = executor or make_executor(ExecutorSpec())
 
     for condition in ("base", "passage"):
