@@ -147,7 +147,7 @@ def test_same_seed_same_rewards_and_policy(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "squad" / "squad_val.json").exists(), reason="shared data absent")
-def test_killed_training_run_resumes_without_recomputing_a_reward(tmp_path):
+def test_killed_training_run_resumes_without_recomputing_a_reward_and_takes_more_rounds(tmp_path):
     command = [
         str(Path(sys.executable).with_name("seal")), "knowledge", "train", "--model", "tiny-random",
         "--data", str(SHARED_DATA / "squad" / "squad_val.json"), "--restem.rounds", "1", "--n_train_passages", "2",
