@@ -10,9 +10,9 @@
 #   2. CPT (one update on all 200 passages, 974 questions): base, passage, external iter2 and GPT-4.1;
 #   3. CPT with the model's own self-edits, and with the final ReST-EM policy's (SEAL);
 #   4. the tables: OUT/cpt.txt and OUT/restem/report.md.
-# ROUNDS=N sets the number of ReST-EM rounds (default 3: after two, SEAL was still 1.5 points below
-# the passage, CI across zero; a finished run takes more rounds on resume); the CPT SEAL row takes
-# the last round's policy.
+# ROUNDS=N sets the number of ReST-EM rounds (default 3, the issue's limit; why two were not enough:
+# docs/results.md); a finished run takes more rounds on resume. The CPT SEAL row takes the last
+# round's policy.
 # fp32 throughout, so that the numbers compare across machines (bf16 kernels differ between CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
