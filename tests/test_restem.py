@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,22 @@ def test_same_seed_same_rewards_and_policy(tmp_path):
     assert strip(a) == strip(b)
     wa, wb = weights(policy_dir(tmp_path / "a", 1)), weights(policy_dir(tmp_path / "b", 1))
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+def test_policies_left_out_of_a_copy_of_a_run_are_rebuilt_from_its_records_without_rescoring(tmp_path):
+    """Committed runs hold their records but not their policies (``.gitignore``): a resume retrains them."""
+    config = replace(CONFIG, rounds=2)
+    run_toy(tmp_path, config)
+    logs = [tmp_path / f"round-{r}" / "rewards.jsonl" for r in (1, 2)]
+    rewards = [log.read_bytes() for log in logs]
+    policies = [weights(policy_dir(tmp_path, r)) for r in (1, 2)]
+    for r in (1, 2):
+        shutil.rmtree(policy_dir(tmp_path, r))
+    run_toy(tmp_path, config)
+    assert [log.read_bytes() for log in logs] == rewards  # nothing scored again
+    for r, before in zip((1, 2), policies):
+        after = weights(policy_dir(tmp_path, r))
+        assert all(torch.equal(before[name], after[name]) for name in before)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "squad" / "squad_val.json").exists(), reason="shared data absent")

@@ -15,6 +15,8 @@ Each round r = 1..R, starting from the policy of round r-1 (round 0: the untouch
 
 A finished run continues with more rounds: resumed with a larger ``rounds``, it goes on from its last
 policy (the one setting of a train run's config that may change on resume, :data:`MORE_ROUNDS`).
+A round whose policy directory is missing (a copy of a run without its adapters) retrains it from
+the round's recorded rewards on resume; nothing is scored again.
 
 The engine only sees the :class:`~seal.domain.Domain` interface and an evaluation callback.
 """
