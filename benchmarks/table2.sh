@@ -7,8 +7,9 @@
 # run (it takes days on a 2-core CPU). In order, the runs the targets depend on first:
 #   1. single passage: ReST-EM with baselines (base, passage, external iter2), round 0 and three rounds,
 #      each evaluated on the 200 passages;
-#   2. CPT (one update on all 200 passages, 974 questions): base, passage, external iter2 and GPT-4.1;
-#   3. CPT with the model's own self-edits, and with the final ReST-EM policy's (SEAL);
+#   2. CPT (one update on all 200 passages, 974 questions): base, passage, the model's own self-edits
+#      and the final ReST-EM policy's (SEAL), the rows the CPT targets compare;
+#   3. CPT with external self-edits: iter2 and GPT-4.1;
 #   4. the tables: OUT/cpt.txt and OUT/restem/report.md.
 # ROUNDS=N sets the number of ReST-EM rounds (default 3, the limit; why two were not enough:
 # docs/results.md); a finished run takes more rounds on resume. The CPT SEAL row takes the last
@@ -31,13 +32,12 @@ cpt=(--setting cpt --split eval --n_passages 200 "${common[@]}")
 
 "$SEAL" knowledge eval --condition base "${cpt[@]}" --out "$OUT/cpt/base"
 "$SEAL" knowledge eval --condition passage "${cpt[@]}" --out "$OUT/cpt/passage"
+"$SEAL" knowledge eval --condition self-edit "${cpt[@]}" --out "$OUT/cpt/self-edit"
+"$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-$ROUNDS/policy" "${cpt[@]}" --out "$OUT/cpt/seal"
 for source in iter2 gpt4_1; do
   "$SEAL" knowledge eval --condition external --self_edits_file "$SELF_EDITS/${source}_val.json" "${cpt[@]}" \
     --out "$OUT/cpt/external-$source"
 done
-
-"$SEAL" knowledge eval --condition self-edit "${cpt[@]}" --out "$OUT/cpt/self-edit"
-"$SEAL" knowledge eval --condition self-edit --policy "$OUT/restem/round-$ROUNDS/policy" "${cpt[@]}" --out "$OUT/cpt/seal"
 
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ)  benchmarks/table2.sh $OUT"
