@@ -197,6 +197,9 @@ def test_killed_training_run_resumes_without_recomputing_a_reward_and_takes_more
     assert all(phases[name] > 0 for name in ("sample self-edits", "score self-edits", "held-out eval"))
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Compute seconds per phase" in report and "| 1 | " in report.split("held-out passages, by round")[1]
+    examples = tmp_path / "run" / "examples.json"
+    first_examples = json.loads(examples.read_text())["by_round"]
+    assert list(first_examples) == ["0", "1"]
 
     one_more_round = subprocess.run(
         [*command, "--resume", "--restem.rounds", "2"], env=env, capture_output=True, text=True
@@ -205,6 +208,8 @@ def test_killed_training_run_resumes_without_recomputing_a_reward_and_takes_more
     assert AppendOnlyLog(rewards).records() == after  # round 1 untouched; round 2 starts from its policy
     assert len(AppendOnlyLog(tmp_path / "run" / "round-2" / "rewards.jsonl").records()) == 6
     assert (tmp_path / "run" / "round-2" / "eval" / "summary.json").exists()
+    by_round = json.loads(examples.read_text())["by_round"]  # the final policy's, beside the untouched model's
+    assert list(by_round) == ["0", "2"] and by_round["0"] == first_examples["0"]
     other_k = subprocess.run(
         [*command, "--resume", "--restem.rounds", "2", "--restem.k", "3"], env=env, capture_output=True, text=True
     )

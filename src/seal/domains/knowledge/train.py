@@ -14,6 +14,7 @@ Layout of ``DIR``::
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -98,15 +99,19 @@ def run_train(
 
 
 def write_examples(out: Path, evaluation: EvalConfig, domain: KnowledgeDomain, rounds: int) -> None:
-    """Three self-edits of the first eval passage by the untouched model and by the final policy."""
+    """Three self-edits of the first eval passage by the untouched model and by the final policy (a run
+    resumed with more rounds keeps the untouched model's and replaces the earlier final policy's)."""
     target = out / "examples.json"
-    if target.exists():
+    earlier = json.loads(target.read_text())["by_round"] if target.exists() else {}
+    if str(rounds) in earlier:
         return
     passage = select_passages(replace(evaluation, n_passages=1))[0]
-    examples = {"passage": {"title": passage.title, "context": passage.context}, "by_round": {}}
+    prompt, seed = domain.prompt(passage), unit_seed(evaluation.seed, "examples", passage.id)
+    by_round = {"0": earlier["0"]} if "0" in earlier else {}
     for round_index, model in ((0, evaluation.model), (rounds, str(policy_dir(out, rounds)))):
-        loaded = load_base(model, evaluation.lora)
-        seed = unit_seed(evaluation.seed, "examples", passage.id)
-        texts = sample(loaded.model, loaded.tokenizer, domain.prompt(passage), N_EXAMPLES, evaluation.sampling, seed)
-        examples["by_round"][str(round_index)] = texts
+        if str(round_index) not in by_round:
+            loaded = load_base(model, evaluation.lora)
+            texts = sample(loaded.model, loaded.tokenizer, prompt, N_EXAMPLES, evaluation.sampling, seed)
+            by_round[str(round_index)] = texts
+    examples = {"passage": {"title": passage.title, "context": passage.context}, "by_round": by_round}
     write_json_atomic(target, examples)
