@@ -8,6 +8,7 @@ from pathlib import Path
 from seal.cli import build_parser, main
 from seal.domains.knowledge.evaluate import EvalConfig
 from seal.executors import ExecutorSpec
+from seal.models.adapters import adapter_config
 from seal.runs import RunDirectory
 from tests.conftest import PASSAGES_FILE
 
@@ -146,3 +147,13 @@ def test_the_demo_prints_its_conditions_and_a_seal_row_for_a_policy(tmp_path, ca
         [r["self_edit"] for r in RunDirectory(tmp_path / "demo" / row).records()] for row in ("self-edit", "seal")
     )
     assert own != seal  # the policy wrote the SEAL row's self-edits
+
+
+def test_make_demo_takes_the_committed_final_policy_of_the_table_2_run():
+    root = Path(__file__).resolve().parents[1]
+    (policy,) = re.findall(r"^SEAL_POLICY := (\S+)$", (root / "Makefile").read_text(), re.MULTILINE)
+    run = root / policy.split("/round-")[0]
+    final_round = json.loads((run / "config.json").read_text())["restem"]["rounds"]
+    assert policy.endswith(f"/round-{final_round}/policy")
+    assert adapter_config(root / policy)["base_model_name_or_path"] == "smollm2-135m"  # the demo's --model
+    assert (root / policy / "adapter_model.safetensors").stat().st_size <= 25 * 2**20
