@@ -8,6 +8,7 @@ from pathlib import Path
 from seal.cli import build_parser, main
 from seal.domains.knowledge.evaluate import EvalConfig
 from seal.executors import ExecutorSpec
+from seal.loops.restem import policy_dir
 from seal.models.adapters import adapter_config
 from seal.runs import RunDirectory
 from tests.conftest import PASSAGES_FILE
@@ -152,8 +153,8 @@ def test_the_demo_prints_its_conditions_and_a_seal_row_for_a_policy(tmp_path, ca
 def test_make_demo_takes_the_committed_final_policy_of_the_table_2_run():
     root = Path(__file__).resolve().parents[1]
     (policy,) = re.findall(r"^SEAL_POLICY := (\S+)$", (root / "Makefile").read_text(), re.MULTILINE)
-    run = root / policy.split("/round-")[0]
+    run = (root / policy).parents[1]
     final_round = json.loads((run / "config.json").read_text())["restem"]["rounds"]
-    assert policy.endswith(f"/round-{final_round}/policy")
+    assert root / policy == policy_dir(run, final_round)
     assert adapter_config(root / policy)["base_model_name_or_path"] == "smollm2-135m"  # the demo's --model
     assert (root / policy / "adapter_model.safetensors").stat().st_size <= 25 * 2**20

@@ -106,12 +106,13 @@ def write_examples(out: Path, evaluation: EvalConfig, domain: KnowledgeDomain, r
     if str(rounds) in earlier:
         return
     passage = select_passages(replace(evaluation, n_passages=1))[0]
-    prompt, seed = domain.prompt(passage), unit_seed(evaluation.seed, "examples", passage.id)
-    by_round = {"0": earlier["0"]} if "0" in earlier else {}
-    for round_index, model in ((0, evaluation.model), (rounds, str(policy_dir(out, rounds)))):
-        if str(round_index) not in by_round:
-            loaded = load_base(model, evaluation.lora)
-            texts = sample(loaded.model, loaded.tokenizer, prompt, N_EXAMPLES, evaluation.sampling, seed)
-            by_round[str(round_index)] = texts
+
+    def self_edits_by(model: str) -> list[str]:
+        loaded = load_base(model, evaluation.lora)
+        seed = unit_seed(evaluation.seed, "examples", passage.id)
+        return sample(loaded.model, loaded.tokenizer, domain.prompt(passage), N_EXAMPLES, evaluation.sampling, seed)
+
+    untouched = earlier["0"] if "0" in earlier else self_edits_by(evaluation.model)
+    by_round = {"0": untouched, str(rounds): self_edits_by(str(policy_dir(out, rounds)))}
     examples = {"passage": {"title": passage.title, "context": passage.context}, "by_round": by_round}
     write_json_atomic(target, examples)
