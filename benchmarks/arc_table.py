@@ -4,7 +4,8 @@
 
 Per condition: success over task x configuration (the paper's measure) with its 95% CI (bootstrap
 over tasks), tasks that some configuration solves whole (every test input), rejected configurations
-by reason, units that failed, seconds (training alone, and in all) and training tokens per TTT; then
+by reason, units that failed, TTTs the token budget cut (fewer epochs or examples than configured),
+seconds (training alone, and in all) and training tokens per TTT; then
 what each ReST-EM round kept, and seal - ttt-self-edit paired by task and configuration, also task by task.
 Units that failed are left out, as the summaries leave them out.
 """
@@ -49,6 +50,11 @@ def rejections(directory: Path) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "none"
 
 
+def budget_cut(directory: Path) -> int:
+    """TTTs that trained on fewer epochs or examples than their configuration asked, to fit the budget."""
+    return sum(any(note.startswith("budget") for note in u["notes"]) for u in scored_units(directory))
+
+
 def round_number(path: Path) -> int:
     """R of a file or directory inside ``round-R/``."""
     return int(path.parent.name.split("-")[1])
@@ -91,8 +97,8 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
     rows |= {"seal": root / "seal", "oracle": root / "oracle"}
     lines = [f"## {title}", "", "| condition | success (task x config) | 95% CI | tasks solved whole (any config) |"
-             " rejected configs | failed | s training per TTT | s per TTT | train tokens per TTT |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             " rejected configs | failed | cut by the budget | s training per TTT | s per TTT | train tokens per TTT |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     present = {label: path for label, path in rows.items() if (path / "summary.json").exists()}
     for label, path in present.items():
         s = json.loads((path / "summary.json").read_text())
@@ -100,7 +106,7 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
         solved = round(s["tasks_solved"] * s["n_tasks"])
         lines.append(
             f"| {label} | {s['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {solved} of {s['n_tasks']} | "
-            f"{rejections(path)} | {s['n_errors']} | {s['mean_train_seconds_per_ttt']:.1f} | "
+            f"{rejections(path)} | {s['n_errors']} | {budget_cut(path)} | {s['mean_train_seconds_per_ttt']:.1f} | "
             f"{s['mean_seconds_per_ttt']:.1f} | {s['mean_train_tokens']:.0f} |"
         )
     if rounds_kept := kept(root):

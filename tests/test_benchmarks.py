@@ -66,19 +66,22 @@ def test_adapters_of_other_layers_are_refused():
 # benchmarks/arc_table.py: the ARC table from run directories
 
 
-def arc_run(directory, rewards: dict[str, list], rejected: str | None = None) -> None:
-    """A finished ARC run: task id -> each configuration's reward (None: the unit failed)."""
+def arc_run(directory, rewards: dict[str, list], rejected: str | None = None, cut: tuple[str, ...] = ()) -> None:
+    """A finished ARC run: task id -> each configuration's reward (None: the unit failed); the units in
+    ``cut`` were trained on less than their configuration asked, to fit the budget."""
     from seal.runs import RunDirectory
 
     run = RunDirectory(directory)
     run.start({"condition": "x"}, resume=False)
     for task, per_config in rewards.items():
         for index, reward in enumerate(per_config):
+            unit = f"{task}/{index}"
             fields = {"error": "OutOfMemoryError"} if reward is None else {}
-            record = {"unit": f"{task}/{index}", "unit_lines": 1, "task_id": task, "reward": reward,
-                      "rejected": rejected if index == 0 else None, "train_tokens": 100,
+            notes = ["budget: 2 of 5 epochs", "budget: trained on 3 of 9 examples"] if unit in cut else []
+            record = {"unit": unit, "unit_lines": 1, "task_id": task, "reward": reward,
+                      "rejected": rejected if index == 0 else None, "train_tokens": 100, "notes": notes,
                       "seconds": {"train": 2.0, "answer": 1.0}, **fields}  # fmt: skip
-            run.append_unit(f"{task}/{index}", [record])
+            run.append_unit(unit, [record])
     scored = [r for per_config in rewards.values() for r in per_config if r is not None]
     run.write_summary(
         {"success_rate": sum(scored) / len(scored), "ci95": [0.0, 1.0], "tasks_solved": 0.5, "n_tasks": len(rewards),
@@ -96,14 +99,14 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     arc_run(
         root / "ttt-self-edit", {"t1": [0.0, 0.0], "t2": [0.5, 0.0]}, rejected="keys must be exactly x; unknown [y]"
     )
-    arc_run(root / "seal", {"t1": [1.0, None], "t2": [0.5, 0.5]})
+    arc_run(root / "seal", {"t1": [1.0, None], "t2": [0.5, 0.5]}, cut=("t1/0", "t1/1", "t2/1"))
     (root / "train" / "round-1").mkdir(parents=True)
     kept = {"n_items": 46, "kept": [{"item_id": "a"}, {"item_id": "a"}, {"item_id": "b"}]}
     (root / "train" / "round-1" / "kept.json").write_text(json.dumps(kept))
     lines = table(tmp_path, "b", "seal-eval", {"ttt-self-edit": "ttt-self-edit"})
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
-    assert rows["ttt-self-edit"][4:7] == ["2 keys must be exactly x", "0", "2.0"]
-    assert rows["seal"][4:6] == ["none", "1"]
+    assert rows["ttt-self-edit"][4:8] == ["2 keys must be exactly x", "0", "0", "2.0"]
+    assert rows["seal"][4:7] == ["none", "1", "2"]  # the failed unit t1/1 is not counted as cut
     assert "- round-1: kept 3 rewarded configurations, from 2 of 46 training tasks" in lines
     difference = next(line for line in lines if line.startswith("seal - ttt-self-edit"))
     # t1: 1/1 - 0/2, t2: 1/2 - 0.5/2, pooled (1 + 1) / 3 - 0.5 / 4; the failed unit is no configuration
