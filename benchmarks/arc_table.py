@@ -95,7 +95,7 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     rounds = sorted(root.glob("train/round-*/eval"), key=round_number)
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
     rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
-    rows |= {"seal": root / "seal", "oracle": root / "oracle"}
+    rows |= {"seal": root / "seal", "oracle": root / "oracle", "oracle, 4x the budget": root / "oracle-x4"}
     lines = [f"## {title}", "", "| condition | success (task x config) | 95% CI | tasks solved whole (any config) |"
              " rejected configs | failed | cut by the budget | s training per TTT | s per TTT | train tokens per TTT |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

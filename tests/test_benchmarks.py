@@ -100,6 +100,7 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
         root / "ttt-self-edit", {"t1": [0.0, 0.0], "t2": [0.5, 0.0]}, rejected="keys must be exactly x; unknown [y]"
     )
     arc_run(root / "seal", {"t1": [1.0, None], "t2": [0.5, 0.5]}, cut=("t1/0", "t1/1", "t2/1"))
+    arc_run(root / "oracle-x4", {"t1": [1.0, 0.0], "t2": [0.0, 0.0]})
     (root / "train" / "round-1").mkdir(parents=True)
     kept = {"n_items": 46, "kept": [{"item_id": "a"}, {"item_id": "a"}, {"item_id": "b"}]}
     (root / "train" / "round-1" / "kept.json").write_text(json.dumps(kept))
@@ -107,6 +108,7 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
     assert rows["ttt-self-edit"][4:8] == ["2 keys must be exactly x", "0", "0", "2.0"]
     assert rows["seal"][4:7] == ["none", "1", "2"]  # the failed unit t1/1 is not counted as cut
+    assert rows["oracle, 4x the budget"][1] == "25.0%"
     assert "- round-1: kept 3 rewarded configurations, from 2 of 46 training tasks" in lines
     difference = next(line for line in lines if line.startswith("seal - ttt-self-edit"))
     # t1: 1/1 - 0/2, t2: 1/2 - 0.5/2, pooled (1 + 1) / 3 - 0.5 / 4; the failed unit is no configuration
