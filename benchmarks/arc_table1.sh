@@ -7,8 +7,9 @@
 # most 10x10. ReST-EM: 2 rounds, K = 8 configurations per task, on every training-set task at most
 # 6x6 (seal-train and arc1-train: 46 tasks, none an evaluation task; 7 of seal-train's 12 are that
 # small, the others up to 19x19 would cost many times more per TTT), evaluated on A each round with
-# K = 8 (round 0 is ttt-self-edit, later rounds seal). On B: icl, ttt-self-edit, seal (the final policy)
-# and oracle. Each TTT at most 6,000 training tokens and 16 examples; every step on the same two Ray
+# K = 8 (round 0 is ttt-self-edit, later rounds seal); each round keeps every configuration that beats
+# answering in context (top_m = K), as the paper keeps every correct one. On B: icl, ttt-self-edit,
+# seal (the final policy) and oracle. Each TTT at most 6,000 training tokens and 16 examples; every step on the same two Ray
 # workers, so that seconds per TTT compare. That budget cuts most of the oracle's augmented
 # configurations to under a tenth of their examples, so last the oracle runs again on A and B at four
 # times the tokens and up to 64 examples (oracle-x4). Every step resumes, so rerun it to continue, with
@@ -26,8 +27,8 @@ seal_eval=(--tasks seal-eval --max_grid 10)
 
 "$SEAL" arc eval --condition icl "${small[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/a/icl" > /dev/null
 "$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/a/oracle" > /dev/null
-"$SEAL" arc train "${common[@]}" "${budget[@]}" --restem.rounds 2 --train_tasks seal-train,arc1-train "${small[@]}" \
-  --out "$OUT/a/train" > /dev/null
+"$SEAL" arc train "${common[@]}" "${budget[@]}" --restem.rounds 2 --restem.top_m 8 \
+  --train_tasks seal-train,arc1-train "${small[@]}" --out "$OUT/a/train" > /dev/null
 
 policy="$OUT/a/train/round-2/policy"
 "$SEAL" arc eval --condition icl "${seal_eval[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/b/icl" > /dev/null
