@@ -44,15 +44,15 @@ def per_task(directory: Path) -> dict[str, tuple[float, int]]:
     return {task: (sum(rewards), len(rewards)) for task, rewards in totals.items()}
 
 
-def rejections(directory: Path) -> str:
+def rejections(units: list[dict[str, Any]]) -> str:
     """Rejected configurations counted by reason (a reason's words up to its first detail)."""
-    reasons = Counter(re.split(r"[:;(\[]", u["rejected"])[0].strip() for u in scored_units(directory) if u["rejected"])
+    reasons = Counter(re.split(r"[:;(\[]", u["rejected"])[0].strip() for u in units if u["rejected"])
     return ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "none"
 
 
-def budget_cut(directory: Path) -> int:
+def budget_cut(units: list[dict[str, Any]]) -> int:
     """TTTs that trained on fewer epochs or examples than their configuration asked, to fit the budget."""
-    return sum(any(note.startswith("budget") for note in u["notes"]) for u in scored_units(directory))
+    return sum(any(note.startswith("budget") for note in u["notes"]) for u in units)
 
 
 def round_number(path: Path) -> int:
@@ -104,9 +104,10 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
         s = json.loads((path / "summary.json").read_text())
         lo, hi = s["ci95"]
         solved = round(s["tasks_solved"] * s["n_tasks"])
+        units = scored_units(path)
         lines.append(
             f"| {label} | {s['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {solved} of {s['n_tasks']} | "
-            f"{rejections(path)} | {s['n_errors']} | {budget_cut(path)} | {s['mean_train_seconds_per_ttt']:.1f} | "
+            f"{rejections(units)} | {s['n_errors']} | {budget_cut(units)} | {s['mean_train_seconds_per_ttt']:.1f} | "
             f"{s['mean_seconds_per_ttt']:.1f} | {s['mean_train_tokens']:.0f} |"
         )
     if rounds_kept := kept(root):

@@ -9,8 +9,8 @@
 # small, the others up to 19x19 would cost many times more per TTT), evaluated on A each round with
 # K = 8 (round 0 is ttt-self-edit, later rounds seal); each round keeps every configuration that beats
 # answering in context (top_m = K), as the paper keeps every correct one. On B: icl, ttt-self-edit,
-# seal (the final policy) and oracle. Each TTT at most 6,000 training tokens and 16 examples; every step on the same two Ray
-# workers, so that seconds per TTT compare. That budget cuts most of the oracle's augmented
+# seal (the final policy) and oracle. Each TTT at most 6,000 training tokens and 16 examples; every
+# step on the same two Ray workers, so that seconds per TTT compare. That budget cuts most of the oracle's augmented
 # configurations to under a tenth of their examples, so last the oracle runs again on A and B at four
 # times the tokens and up to 64 examples (oracle-x4). Every step resumes, so rerun it to continue, with
 # the same OUT as given first (runs record the policy's path as given).
@@ -18,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/arc_table1}
 SEAL=${SEAL:-.venv/bin/seal}
-common=(--model smollm2-135m --lora.base_precision fp32 --k 8 --resume --quiet
+K=8
+common=(--model smollm2-135m --lora.base_precision fp32 --k "$K" --resume --quiet
         --executor.kind ray --executor.workers 2 --executor.parallel 4)
 budget=(--budget.max_train_tokens 6000)
 larger=(--budget.max_train_tokens 24000 --budget.max_examples 64)
@@ -27,7 +28,7 @@ seal_eval=(--tasks seal-eval --max_grid 10)
 
 "$SEAL" arc eval --condition icl "${small[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/a/icl" > /dev/null
 "$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/a/oracle" > /dev/null
-"$SEAL" arc train "${common[@]}" "${budget[@]}" --restem.rounds 2 --restem.top_m 8 \
+"$SEAL" arc train "${common[@]}" "${budget[@]}" --restem.rounds 2 --restem.top_m "$K" \
   --train_tasks seal-train,arc1-train "${small[@]}" --out "$OUT/a/train" > /dev/null
 
 policy="$OUT/a/train/round-2/policy"
