@@ -184,6 +184,16 @@ def test_cli_seal_needs_a_policy(tmp_path, capsys):
     assert "--policy" in capsys.readouterr().err
 
 
+def test_arc_train_keeps_every_rewarded_configuration_by_default():
+    from seal.cli import build_parser
+
+    def restem(*flags):
+        return build_parser().parse_args(["arc", "train", *flags, "--out", "x"]).arc.train.restem
+
+    assert (restem().top_m, restem().rounds) == (None, 1)
+    assert restem("--restem.top_m", "2").top_m == 2
+
+
 def test_max_grid_filter_gives_a_cpu_sized_set():
     tasks = load_arc_tasks("seal-eval", max_grid=10)
     assert [t.id for t in tasks] == ["66e6c45b", "68b67ca3", "af24b4cc", "b1fc8b8e", "c7d4e6ad"]

@@ -97,6 +97,7 @@ def test_selection_keeps_top_m_that_beat_the_baseline():
     assert pick(top_m=1) == [("a", 1)]
     assert pick(top_m=3) == [("a", 1), ("a", 2)]  # 0.4 does not beat training on the baseline (0.5)
     assert pick(top_m=3, beat_baseline=False) == [("a", 1), ("a", 2), ("a", 0)]  # reward 0 is never kept
+    assert pick(top_m=None, beat_baseline=False) == [("a", 1), ("a", 2), ("a", 0)]  # None: every one that qualifies
 
 
 def test_a_round_samples_scores_selects_and_trains_the_policy(tmp_path):

@@ -5,7 +5,7 @@ Each round r = 1..R, starting from the policy of round r-1 (round 0: the untouch
 1. sample K self-edits per training item from the policy;
 2. score each with the inner loop (mean of ``eval_repeats`` runs), appending every reward to
    ``round-r/rewards.jsonl`` as soon as it exists;
-3. keep, per item, the best ``top_m`` self-edits with a positive reward (and, with
+3. keep, per item, the best ``top_m`` self-edits (``None``: all of them) with a positive reward (and, with
    ``beat_baseline``, a reward above the domain's baseline update, e.g. the passage alone);
 4. supervised fine-tuning of the policy on (prompt -> kept self-edit), loss on the self-edit tokens
    only: the policy is one LoRA adapter of the base model, round r training round r-1's further,
@@ -58,8 +58,8 @@ class RestEMConfig:
     """Self-edits sampled per training item and round."""
     eval_repeats: int = 1
     """Inner-loop runs (seeds) averaged into one reward."""
-    top_m: int = 1
-    """Self-edits kept per item for the SFT step."""
+    top_m: int | None = 1
+    """Self-edits kept per item for the SFT step; None keeps every one that qualifies."""
     beat_baseline: bool = True
     """Keep only self-edits that beat the domain's baseline update (e.g. the passage alone)."""
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=256)
@@ -71,7 +71,7 @@ class RestEMConfig:
 
     def __post_init__(self) -> None:
         for name in ("rounds", "k", "eval_repeats", "top_m"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--restem.{name} must be >= 1, got {getattr(self, name)}")
 
 
@@ -186,8 +186,9 @@ def _reward_record(unit: Unit, outcomes: list[Outcome]) -> list[dict[str, Any]]:
 
 
 def select_self_edits(records: list[dict[str, Any]], config: RestEMConfig) -> list[dict[str, Any]]:
-    """Per item: the ``top_m`` best self-edits with reward > 0 (and > the baseline's, if asked). Self-edits
-    without a reward (failed, or nothing graded) are never kept, nor any of an item whose baseline has none."""
+    """Per item: the ``top_m`` best self-edits (all if ``None``) with reward > 0 (and > the baseline's, if
+    asked). Self-edits without a reward (failed, or nothing graded) are never kept, nor any of an item whose
+    baseline has none."""
     baselines = {r["item_id"]: r["reward"] for r in records if r["baseline"]}
     by_item: dict[str, list[dict[str, Any]]] = {}
     for record in records:

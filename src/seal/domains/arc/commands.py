@@ -33,7 +33,8 @@ def _train_arguments(parser: ArgumentParser) -> None:
     add_config(parser)
     parser.add_class_arguments(ArcEvalConfig, None, skip={"condition"})
     parser.add_class_arguments(RestEMConfig, "restem", skip={"k", "sampling", "lora", "seed", "eval_repeats"})
-    parser.set_defaults({"restem.rounds": 1})
+    # the paper keeps every ARC self-edit that solves its task, not the best one per task
+    parser.set_defaults({"restem.rounds": 1, "restem.top_m": None})
     parser.add_argument("--train_tasks", default="seal-train", help="the tasks ReST-EM trains on (never eval tasks)")
     add_executor(parser)
     add_run_options(parser)
