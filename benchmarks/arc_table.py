@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from seal.domains.arc.domain import BUDGET_NOTE
 from seal.runs import RunDirectory
 from seal.stats import paired_difference_ci
 
@@ -52,7 +53,7 @@ def rejections(units: list[dict[str, Any]]) -> str:
 
 def budget_cut(units: list[dict[str, Any]]) -> int:
     """TTTs that trained on fewer epochs or examples than their configuration asked, to fit the budget."""
-    return sum(any(note.startswith("budget") for note in u["notes"]) for u in units)
+    return sum(any(note.startswith(BUDGET_NOTE) for note in u["notes"]) for u in units)
 
 
 def round_number(path: Path) -> int:

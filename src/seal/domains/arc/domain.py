@@ -67,6 +67,10 @@ def leave_out_tasks(pairs: Sequence[Pair]) -> list[tuple[tuple[Pair, ...], Pair]
     return tasks
 
 
+BUDGET_NOTE = "budget: "
+"""How a note that the budget cut a configuration's epochs or examples begins."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """Limits that keep one self-edit's test-time training bounded (CPU-sized defaults)."""
@@ -129,7 +133,7 @@ class ArcDomain:
         # more epochs than the budget allows for even one example: as many as it allows (at least one)
         epochs = max(1, min(config.epochs, self.budget.max_train_tokens // min(sizes.values())))
         if epochs < config.epochs:
-            notes.append(f"budget: {epochs} of {config.epochs} epochs")
+            notes.append(f"{BUDGET_NOTE}{epochs} of {config.epochs} epochs")
         per_epoch_tokens = max(1, self.budget.max_train_tokens // epochs)
         chosen, tokens = [], 0
         for index in order:  # in random order, every example that still fits the epoch's budget
@@ -137,7 +141,7 @@ class ArcDomain:
                 chosen.append(fitting[index])
                 tokens += sizes[index]
         if len(chosen) < len(fitting):
-            notes.append(f"budget: trained on {len(chosen)} of {len(fitting)} examples")
+            notes.append(f"{BUDGET_NOTE}trained on {len(chosen)} of {len(fitting)} examples")
         train = TrainConfig(
             config.learning_rate,
             epochs,
