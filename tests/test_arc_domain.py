@@ -190,8 +190,10 @@ def test_arc_train_keeps_every_rewarded_configuration_by_default():
     def restem(*flags):
         return build_parser().parse_args(["arc", "train", *flags, "--out", "x"]).arc.train.restem
 
-    assert (restem().top_m, restem().rounds) == (None, 1)
+    defaults = restem()
+    assert (defaults.top_m, defaults.rounds) == (None, 1)
     assert restem("--restem.top_m", "2").top_m == 2
+    assert restem("--restem.top_m", "2", "--restem.top_m", "null").top_m is None
 
 
 def test_max_grid_filter_gives_a_cpu_sized_set():

@@ -71,8 +71,9 @@ class RestEMConfig:
 
     def __post_init__(self) -> None:
         for name in ("rounds", "k", "eval_repeats", "top_m"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--restem.{name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--restem.{name} must be >= 1, got {value}")
 
 
 def round_dir(out: Path, round_index: int) -> Path:
