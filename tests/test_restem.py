@@ -154,11 +154,14 @@ def test_policies_left_out_of_a_copy_of_a_run_are_rebuilt_from_its_records_witho
     run_toy(tmp_path, config)
     logs = [tmp_path / f"round-{r}" / "rewards.jsonl" for r in (1, 2)]
     rewards = [log.read_bytes() for log in logs]
+    sft_records = [tmp_path / f"round-{r}" / "sft.json" for r in (1, 2)]
+    first_training = [record.read_bytes() for record in sft_records]
     policies = [weights(policy_dir(tmp_path, r)) for r in (1, 2)]
     for r in (1, 2):
         shutil.rmtree(policy_dir(tmp_path, r))
     run_toy(tmp_path, config)
     assert [log.read_bytes() for log in logs] == rewards  # nothing scored again
+    assert [record.read_bytes() for record in sft_records] == first_training  # the first SFT's record stays
     for r, before in zip((1, 2), policies):
         after = weights(policy_dir(tmp_path, r))
         assert all(torch.equal(before[name], after[name]) for name in before)

@@ -217,8 +217,10 @@ def improve_policy(
     """SFT on (prompt -> self-edit): the ``previous`` policy adapter (None: a fresh one) trained further
     on ``base_model`` and saved to ``target`` as a PEFT adapter, which appears whole or not at all.
 
-    The SFT statistics go to ``sft.json`` beside it. With nothing kept the adapter is saved unchanged
-    (a fresh one is the base model itself), so the next round starts from the same policy.
+    The SFT statistics go to ``sft.json`` beside it, once: a policy rebuilt because its directory was
+    lost (runs are committed without policies) keeps the first training's record. With nothing kept the
+    adapter is saved unchanged (a fresh one is the base model itself), so the next round starts from the
+    same policy.
     """
     examples = [TrainingExample(r["prompt"], r["self_edit"], chat=True) for r in kept]
     seed = unit_seed(config.seed, round_index, "sft")
@@ -227,5 +229,7 @@ def improve_policy(
     bank = LoraBank(loaded.model, loaded.tokenizer, config.lora, name=base_model)
     initial = read_adapter(previous)[1] if previous else None
     (stats,) = bank.train([TrainJob(0, examples, config.sft, seed, initial=initial)], progress=description)
-    write_json_atomic(target.parent / "sft.json", {"n_examples": len(examples), **asdict(stats)})
+    record = target.parent / "sft.json"
+    if not record.exists():
+        write_json_atomic(record, {"n_examples": len(examples), **asdict(stats)})
     bank.save_adapter(0, target)
