@@ -5,7 +5,8 @@
 Per condition: success over task x configuration (the paper's measure) with its 95% CI (bootstrap
 over tasks), tasks that some configuration solves whole (every test input), rejected configurations
 by reason, units that failed, TTTs the token budget cut (fewer epochs or examples than configured),
-seconds (training alone, and in all) and training tokens per TTT; then
+seconds (training alone, and in all) and training tokens per TTT; then how many distinct configurations
+each condition trained with (as parsed: a family named twice counts once) and its most common one,
 what each ReST-EM round kept, and seal - ttt-self-edit paired by task and configuration, also task by task.
 Units that failed are left out, as the summaries leave them out.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from seal.domains.arc.domain import BUDGET_NOTE
+from seal.domains.arc.selfedit import parse_ttt_config
 from seal.runs import RunDirectory
 from seal.stats import paired_difference_ci
 
@@ -54,6 +56,16 @@ def rejections(units: list[dict[str, Any]]) -> str:
 def budget_cut(units: list[dict[str, Any]]) -> int:
     """TTTs that trained on fewer epochs or examples than their configuration asked, to fit the budget."""
     return sum(any(note.startswith(BUDGET_NOTE) for note in u["notes"]) for u in units)
+
+
+def configurations(label: str, units: list[dict[str, Any]]) -> str:
+    """How many distinct configurations a condition trained with, and its most common one with its share."""
+    parsed = Counter(parse_ttt_config(u["self_edit"]).to_json() for u in units if not u["rejected"])
+    if not parsed:
+        return f"- {label}: no configuration parsed"
+    common, n = parsed.most_common(1)[0]
+    total = parsed.total()
+    return f"- {label}: {len(parsed)} distinct of {total}; most common {common} ({n} of {total})"
 
 
 def round_number(path: Path) -> int:
@@ -101,16 +113,21 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
              " rejected configs | failed | cut by the budget | s training per TTT | s per TTT | train tokens per TTT |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     present = {label: path for label, path in rows.items() if (path / "summary.json").exists()}
+    configured = []
     for label, path in present.items():
         s = json.loads((path / "summary.json").read_text())
         lo, hi = s["ci95"]
         solved = round(s["tasks_solved"] * s["n_tasks"])
         units = scored_units(path)
+        if label != "icl":
+            configured.append(configurations(label, units))
         lines.append(
             f"| {label} | {s['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {solved} of {s['n_tasks']} | "
             f"{rejections(units)} | {s['n_errors']} | {budget_cut(units)} | {s['mean_train_seconds_per_ttt']:.1f} | "
             f"{s['mean_seconds_per_ttt']:.1f} | {s['mean_train_tokens']:.0f} |"
         )
+    if configured:
+        lines += ["", "Configurations:", *configured]
     if rounds_kept := kept(root):
         lines += ["", "ReST-EM:", *rounds_kept]
     baseline = next((path for label, path in present.items() if label.startswith("ttt-self-edit")), None)

@@ -66,9 +66,16 @@ def test_adapters_of_other_layers_are_refused():
 # benchmarks/arc_table.py: the ARC table from run directories
 
 
+ARC_SELF_EDITS = (
+    '{"augmentations": ["basic", "basic"], "loss": "output", "learning_rate": 0.0001, "epochs": 2}',
+    '{"augmentations": ["basic"], "loss": "output", "learning_rate": 0.001, "epochs": 2}',
+)
+
+
 def arc_run(directory, rewards: dict[str, list], rejected: str | None = None, cut: tuple[str, ...] = ()) -> None:
     """A finished ARC run: task id -> each configuration's reward (None: the unit failed); the units in
-    ``cut`` were trained on less than their configuration asked, to fit the budget."""
+    ``cut`` were trained on less than their configuration asked, to fit the budget; configuration i of
+    every task is ``ARC_SELF_EDITS[i]``."""
     from seal.runs import RunDirectory
 
     run = RunDirectory(directory)
@@ -79,8 +86,9 @@ def arc_run(directory, rewards: dict[str, list], rejected: str | None = None, cu
             fields = {"error": "OutOfMemoryError"} if reward is None else {}
             notes = ["budget: 2 of 5 epochs", "budget: trained on 3 of 9 examples"] if unit in cut else []
             record = {"unit": unit, "unit_lines": 1, "task_id": task, "reward": reward,
-                      "rejected": rejected if index == 0 else None, "train_tokens": 100, "notes": notes,
-                      "seconds": {"train": 2.0, "answer": 1.0}, **fields}  # fmt: skip
+                      "self_edit": ARC_SELF_EDITS[index], "rejected": rejected if index == 0 else None,
+                      "train_tokens": 100, "notes": notes, "seconds": {"train": 2.0, "answer": 1.0},
+                      **fields}  # fmt: skip
             run.append_unit(unit, [record])
     scored = [r for per_config in rewards.values() for r in per_config if r is not None]
     run.write_summary(
@@ -109,6 +117,14 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     assert rows["ttt-self-edit"][4:8] == ["2 keys must be exactly x", "0", "0", "2.0"]
     assert rows["seal"][4:7] == ["none", "1", "2"]  # the failed unit t1/1 is not counted as cut
     assert rows["oracle, 4x the budget"][1] == "25.0%"
+    # seal's scored units: t1/0 and t2/0 (basic named twice, which counts once) and t2/1
+    assert (
+        '- seal: 2 distinct of 3; most common {"augmentations": ["basic"], "loss": "output", "learning_rate": 0.0001,'
+        ' "epochs": 2} (2 of 3)'
+    ) in lines
+    assert next(line for line in lines if line.startswith("- ttt-self-edit:")).startswith(
+        "- ttt-self-edit: 1 distinct of 2;"
+    )
     assert "- round-1: kept 3 rewarded configurations, from 2 of 46 training tasks" in lines
     difference = next(line for line in lines if line.startswith("seal - ttt-self-edit"))
     # t1: 1/1 - 0/2, t2: 1/2 - 0.5/2, pooled (1 + 1) / 3 - 0.5 / 4; the failed unit is no configuration
