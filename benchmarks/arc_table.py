@@ -1,6 +1,6 @@
 """The ARC conditions of ``benchmarks/arc_table1.sh`` as one table per evaluation set, from their run directories.
 
-    .venv/bin/python benchmarks/arc_table.py benchmarks/results/arc_table1
+    .venv/bin/python benchmarks/arc_table.py benchmarks/results/arc_table1 [--plot benchmarks/results/arc_table1.png]
 
 Per condition: success over task x configuration (the paper's measure) with its 95% CI (bootstrap
 over tasks), tasks that some configuration solves whole (every test input), rejected configurations
@@ -8,14 +8,15 @@ by reason, units that failed, TTTs the token budget cut (fewer epochs or example
 seconds (training alone, and in all) and training tokens per TTT; then how many distinct configurations
 each condition trained with (as parsed: a family named twice counts once) and its most common one,
 what each ReST-EM round kept, and seal - ttt-self-edit paired by task and configuration, also task by task.
-Units that failed are left out, as the summaries leave them out.
+Units that failed are left out, as the summaries leave them out. ``--plot`` also draws each
+condition's success with its CI, a panel per evaluation set.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -103,16 +104,21 @@ def differences(reference: dict[str, tuple[float, int]], label: str, path: Path)
     ]
 
 
-def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[str]:
-    root = out / name
+def conditions(root: Path, round_zero: dict[str, str]) -> dict[str, Path]:
+    """Label -> run directory of every finished condition of one evaluation set, in the table's order."""
     rounds = sorted(root.glob("train/round-*/eval"), key=round_number)
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
     rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
     rows |= {"seal": root / "seal", "oracle": root / "oracle", "oracle, 4x the budget": root / "oracle-x4"}
+    return {label: path for label, path in rows.items() if (path / "summary.json").exists()}
+
+
+def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[str]:
+    root = out / name
+    present = conditions(root, round_zero)
     lines = [f"## {title}", "", "| condition | success (task x config) | 95% CI | tasks solved whole (any config) |"
              " rejected configs | failed | cut by the budget | s training per TTT | s per TTT | train tokens per TTT |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    present = {label: path for label, path in rows.items() if (path / "summary.json").exists()}
     configured = []
     for label, path in present.items():
         s = json.loads((path / "summary.json").read_text())
@@ -140,8 +146,44 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     return lines + [""]
 
 
+def plot(out: Path, path: Path) -> None:
+    """One panel per evaluation set: each finished condition's success with its 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SETS), figsize=(6 * len(SETS), 4), sharey=True)
+    for ax, (name, (title, round_zero)) in zip(axes, SETS.items(), strict=True):
+        ax.set_title(title)
+        runs = conditions(out / name, round_zero)
+        if not runs:
+            ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            continue
+        summaries = {label: json.loads((run / "summary.json").read_text()) for label, run in runs.items()}
+        rate = np.array([s["success_rate"] for s in summaries.values()]) * 100
+        ci = np.array([s["ci95"] for s in summaries.values()]).T * 100
+        colours = ["#2f6db5" if label.startswith("seal") else "#9aa5b1" for label in summaries]
+        ax.bar(list(summaries), rate, yerr=[rate - ci[0], ci[1] - rate], color=colours, capsize=4)
+        ax.tick_params(axis="x", rotation=30)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+    axes[0].set_ylabel("success over task x configuration (%, 95% CI)")
+    fig.suptitle("ARC on the embedded model: in context, test-time training, SEAL, oracle")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
-    out = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the directory benchmarks/arc_table1.sh wrote")
+    parser.add_argument("--plot", type=Path, help="also draw the success of each condition to this PNG")
+    args = parser.parse_args()
+    out = args.out
+    if args.plot:
+        plot(out, args.plot)
     command = f"# benchmarks/arc_table1.sh {out}; benchmarks/arc_table.py {out}"
     print(
         "\n".join(

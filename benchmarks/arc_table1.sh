@@ -39,5 +39,5 @@ policy="$OUT/a/train/round-2/policy"
 "$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/a/oracle-x4" > /dev/null
 "$SEAL" arc eval --condition oracle "${seal_eval[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/b/oracle-x4" > /dev/null
 
-.venv/bin/python benchmarks/arc_table.py "$OUT" > "$OUT.txt"
+.venv/bin/python benchmarks/arc_table.py "$OUT" --plot "$OUT.png" > "$OUT.txt"
 cat "$OUT.txt"

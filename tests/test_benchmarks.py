@@ -131,3 +131,15 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     assert difference.startswith(f"seal - ttt-self-edit: {2 / 3 - 0.5 / 4:+.1%}")
     assert "over 2 tasks x 2 configurations" in difference
     assert "  per task: t1 +1.00, t2 +0.25" in lines
+
+
+def test_the_arc_plot_draws_the_finished_conditions_of_each_set(tmp_path):
+    from benchmarks.arc_table import conditions, plot
+
+    root = tmp_path / "b"
+    for condition in ("oracle", "icl", "seal"):
+        arc_run(root / condition, {"t1": [1.0, 0.0]})
+    (root / "ttt-self-edit").mkdir()  # started, not finished: no summary
+    assert list(conditions(root, {"ttt-self-edit": "ttt-self-edit"})) == ["icl", "seal", "oracle"]
+    plot(tmp_path, tmp_path / "arc.png")  # set A has no run: its panel says so
+    assert (tmp_path / "arc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
