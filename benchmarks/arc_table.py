@@ -181,7 +181,9 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="the directory benchmarks/arc_table1.sh wrote")
     parser.add_argument("--plot", type=Path, help="also draw the success of each condition to this PNG")
     args = parser.parse_args()
-    out = args.out
+    out: Path = args.out
+    if not out.is_dir():
+        parser.error(f"{out}: no such directory")
     if args.plot:
         plot(out, args.plot)
     command = f"# benchmarks/arc_table1.sh {out}; benchmarks/arc_table.py {out}"
