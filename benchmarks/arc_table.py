@@ -110,7 +110,7 @@ def conditions(root: Path, round_zero: dict[str, str]) -> dict[str, Path]:
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
     rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
     rows |= {"seal": root / "seal", "oracle": root / "oracle", "oracle, 4x the budget": root / "oracle-x4"}
-    return {label: path for label, path in rows.items() if (path / "summary.json").exists()}
+    return {label: path for label, path in rows.items() if (path / RunDirectory.SUMMARY).exists()}
 
 
 def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[str]:
@@ -121,7 +121,7 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     configured = []
     for label, path in present.items():
-        s = json.loads((path / "summary.json").read_text())
+        s = RunDirectory(path).summary()
         lo, hi = s["ci95"]
         solved = round(s["tasks_solved"] * s["n_tasks"])
         units = scored_units(path)
@@ -161,7 +161,7 @@ def plot(out: Path, path: Path) -> None:
             ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
             ax.set_xticks([])
             continue
-        summaries = {label: json.loads((run / "summary.json").read_text()) for label, run in runs.items()}
+        summaries = {label: RunDirectory(run).summary() for label, run in runs.items()}
         rate = np.array([s["success_rate"] for s in summaries.values()]) * 100
         ci = np.array([s["ci95"] for s in summaries.values()]).T * 100
         colours = ["#2f6db5" if label.startswith("seal") else "#9aa5b1" for label in summaries]
