@@ -15,7 +15,6 @@ condition's success with its CI, a panel per evaluation set.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from seal.domains.arc.domain import BUDGET_NOTE
 from seal.domains.arc.selfedit import parse_ttt_config
+from seal.loops.restem import read_kept
 from seal.runs import RunDirectory
 from seal.stats import paired_difference_ci
 
@@ -79,7 +79,7 @@ def kept(root: Path) -> list[str]:
     as it was, and its seal row then repeats the one before."""
     lines = []
     for path in sorted(root.glob("train/round-*/kept.json"), key=round_number):
-        record = json.loads(path.read_text())
+        record = read_kept(root / "train", round_number(path))
         tasks = {k["item_id"] for k in record["kept"]}
         lines.append(
             f"- {path.parent.name}: kept {len(record['kept'])} rewarded configurations, from {len(tasks)} of "

@@ -37,6 +37,7 @@ from seal.engine.generation import SamplingConfig, sample
 from seal.engine.lora import LoraConfig
 from seal.engine.training import TrainConfig, TrainingExample, TrainJob
 from seal.executors import Executor
+from seal.inputs import read_json
 from seal.loops.inner import Outcome
 from seal.loops.scoring import Chunk, Unit, chunks, errored_units, score_units, unit_key
 from seal.models.adapters import is_adapter_dir, read_adapter
@@ -84,6 +85,15 @@ def policy_dir(out: Path, round_index: int) -> Path:
     return round_dir(out, round_index) / "policy"
 
 
+def kept_path(out: Path, round_index: int) -> Path:
+    """The round's record of what it kept: ``{"n_items": items sampled, "kept": [reward records]}``."""
+    return round_dir(out, round_index) / "kept.json"
+
+
+def read_kept(out: Path, round_index: int) -> dict[str, Any]:
+    return read_json(kept_path(out, round_index))
+
+
 def run_restem(
     domain: Domain,
     items: Sequence[Any],
@@ -108,7 +118,7 @@ def run_restem(
             executor.use(policy, config.lora)
             collect_rewards(executor, domain, items, config, r, log, progress)
             kept = select_self_edits(log.records(), config)
-            write_json_atomic(round_dir(out, r) / "kept.json", {"n_items": len(items), "kept": kept})
+            write_json_atomic(kept_path(out, r), {"n_items": len(items), "kept": kept})
             executor.release()
             previous = policy_dir(out, r - 1) if r > 1 else None
             improve_policy(base_model, previous, kept, config, r, policy_dir(out, r), progress)

@@ -12,6 +12,7 @@ import numpy as np
 from seal.domains.knowledge.compare import paired_difference, passage_totals, percent
 from seal.domains.knowledge.data import load_passages
 from seal.domains.knowledge.sources import find_squad
+from seal.loops.restem import read_kept
 from seal.runs import AppendOnlyLog, RunDirectory
 
 
@@ -189,7 +190,7 @@ def write_report(out: str | Path) -> Path:
         lines += ["", "## Rewards of sampled self-edits", "", "![rewards](rewards.png)", ""]
         lines += ["| round | self-edits | mean reward | kept for SFT |", "|---|---|---|---|"]
         for r, values in rewards.items():
-            kept = json.loads((out / f"round-{r}" / "kept.json").read_text())["kept"]
+            kept = read_kept(out, r)["kept"]
             lines.append(f"| {r} | {len(values)} | {np.mean(values):.3f} | {len(kept)} |")
         favoured = {
             r: what_rewards_favour(AppendOnlyLog(out / f"round-{r}" / "rewards.jsonl").records(), passages)
