@@ -7,7 +7,8 @@ over tasks), tasks that some configuration solves whole (every test input), reje
 by reason, units that failed, TTTs the token budget cut (fewer epochs or examples than configured),
 seconds (training alone, and in all) and training tokens per TTT; then how many distinct configurations
 each condition trained with (as parsed: a family named twice counts once) and its most common one,
-what each ReST-EM round kept, and seal - ttt-self-edit paired by task and configuration, also task by task.
+what each ReST-EM round kept, and seal - ttt-self-edit paired by task and configuration (at the same budget),
+also task by task.
 Units that failed are left out, as the summaries leave them out. ``--plot`` also draws each
 condition's success with its CI, a panel per evaluation set.
 """
@@ -32,6 +33,8 @@ SETS = {
     "a": ("arc1-eval, every grid at most 6x6", {"train/round-0/eval": "ttt-self-edit (round 0)"}),
     "b": ("seal-eval, every grid at most 10x10", {"ttt-self-edit": "ttt-self-edit"}),
 }
+# The label's suffix for a condition rerun at the larger budget; only same-budget conditions are paired.
+LARGER = ", 4x the budget"
 
 
 def scored_units(directory: Path) -> list[dict[str, Any]]:
@@ -109,7 +112,8 @@ def conditions(root: Path, round_zero: dict[str, str]) -> dict[str, Path]:
     rounds = sorted(root.glob("train/round-*/eval"), key=round_number)
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
     rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
-    rows |= {"seal": root / "seal", "oracle": root / "oracle", "oracle, 4x the budget": root / "oracle-x4"}
+    rows |= {"seal": root / "seal", "oracle": root / "oracle"}
+    rows |= {f"seal{LARGER}": root / "seal-x4", f"oracle{LARGER}": root / "oracle-x4"}
     return {label: path for label, path in rows.items() if (path / RunDirectory.SUMMARY).exists()}
 
 
@@ -137,7 +141,7 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     if rounds_kept := kept(root):
         lines += ["", "ReST-EM:", *rounds_kept]
     baseline = next((path for label, path in present.items() if label.startswith("ttt-self-edit")), None)
-    policies = [(label, path) for label, path in present.items() if label.startswith("seal")]
+    policies = [(label, path) for label, path in present.items() if label.startswith("seal") and LARGER not in label]
     if baseline and policies:
         lines.append("")
         reference = per_task(baseline)

@@ -12,7 +12,7 @@
 # seal (the final policy) and oracle. Each TTT at most 6,000 training tokens and 16 examples; every
 # step on the same two Ray workers, so that seconds per TTT compare. That budget cuts most of the oracle's augmented
 # configurations to under a tenth of their examples, so last the oracle runs again on A and B at four
-# times the tokens and up to 64 examples (oracle-x4). Every step resumes, so rerun it to continue, with
+# times the tokens and up to 64 examples (oracle-x4), and the final policy on B (seal-x4). Every step resumes, so rerun it to continue, with
 # the same OUT as given first (runs record the policy's path as given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,7 @@ policy="$OUT/a/train/round-2/policy"
 "$SEAL" arc eval --condition oracle "${seal_eval[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/b/oracle" > /dev/null
 "$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/a/oracle-x4" > /dev/null
 "$SEAL" arc eval --condition oracle "${seal_eval[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/b/oracle-x4" > /dev/null
+"$SEAL" arc eval --condition seal --policy "$policy" "${seal_eval[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/b/seal-x4" > /dev/null
 
 .venv/bin/python benchmarks/arc_table.py "$OUT" --plot "$OUT.png" > "$OUT.txt"
 cat "$OUT.txt"

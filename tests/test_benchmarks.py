@@ -109,6 +109,7 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     )
     arc_run(root / "seal", {"t1": [1.0, None], "t2": [0.5, 0.5]}, cut=("t1/0", "t1/1", "t2/1"))
     arc_run(root / "oracle-x4", {"t1": [1.0, 0.0], "t2": [0.0, 0.0]})
+    arc_run(root / "seal-x4", {"t1": [1.0, 1.0], "t2": [1.0, 0.0]})
     (root / "train" / "round-1").mkdir(parents=True)
     kept = {"n_items": 46, "kept": [{"item_id": "a"}, {"item_id": "a"}, {"item_id": "b"}]}
     (root / "train" / "round-1" / "kept.json").write_text(json.dumps(kept))
@@ -117,6 +118,7 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     assert rows["ttt-self-edit"][4:8] == ["2 keys must be exactly x", "0", "0", "2.0"]
     assert rows["seal"][4:7] == ["none", "1", "2"]  # the failed unit t1/1 is not counted as cut
     assert rows["oracle, 4x the budget"][1] == "25.0%"
+    assert rows["seal, 4x the budget"][1] == "75.0%"
     # seal's scored units: t1/0 and t2/0 (basic named twice, which counts once) and t2/1
     assert (
         '- seal: 2 distinct of 3; most common {"augmentations": ["basic"], "loss": "output", "learning_rate": 0.0001,'
@@ -131,6 +133,8 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     assert difference.startswith(f"seal - ttt-self-edit: {2 / 3 - 0.5 / 4:+.1%}")
     assert "over 2 tasks x 2 configurations" in difference
     assert "  per task: t1 +1.00, t2 +0.25" in lines
+    # seal at 4x the budget is no pair for ttt-self-edit at the budget
+    assert [line.split(":")[0] for line in lines if " - ttt-self-edit" in line] == ["seal - ttt-self-edit"]
 
 
 def test_the_arc_plot_draws_the_finished_conditions_of_each_set(tmp_path):
