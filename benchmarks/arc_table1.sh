@@ -10,10 +10,11 @@
 # K = 8 (round 0 is ttt-self-edit, later rounds seal); each round keeps every configuration that beats
 # answering in context (top_m = K), as the paper keeps every correct one. On B: icl, ttt-self-edit,
 # seal (the final policy) and oracle. Each TTT at most 6,000 training tokens and 16 examples; every
-# step on the same two Ray workers, so that seconds per TTT compare. That budget cuts most of the oracle's augmented
-# configurations to under a tenth of their examples, so last the oracle runs again on A and B at four
-# times the tokens and up to 64 examples (oracle-x4), and the final policy on B (seal-x4). Every step resumes, so rerun it to continue, with
-# the same OUT as given first (runs record the policy's path as given).
+# step on the same two Ray workers, so that seconds per TTT compare. That budget cuts most of the
+# oracle's augmented configurations to under a tenth of their examples, so last the oracle runs again
+# on A and B at four times the tokens and up to 64 examples (oracle-x4), and the final policy on B
+# (seal-x4). Every step resumes, so rerun it to continue, with the same OUT as given first (runs
+# record the policy's path as given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/arc_table1}
