@@ -91,17 +91,21 @@ def kept(root: Path) -> list[str]:
     return lines
 
 
-def differences(reference: dict[str, tuple[float, int]], label: str, path: Path) -> list[str]:
-    """``label`` - ttt-self-edit (``reference``, its :func:`per_task`): pooled over task x configuration
-    with a bootstrap over tasks, then per task."""
-    other = per_task(path)
+def budget(label: str) -> str:
+    """The label's budget suffix: LARGER, or "" for the budget every condition runs at."""
+    return LARGER if label.endswith(LARGER) else ""
+
+
+def differences(baseline: str, baseline_path: Path, label: str, path: Path) -> list[str]:
+    """``label`` - ``baseline``: pooled over task x configuration with a bootstrap over tasks, then per task."""
+    reference, other = per_task(baseline_path), per_task(path)
     tasks = sorted(set(reference) & set(other))
     a, b = (np.array([counts[t] for t in tasks]) for counts in (reference, other))
     diff, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
     configs = int(a[:, 1].max()) if len(tasks) else 0
     each = ", ".join(f"{t} {other[t][0] / other[t][1] - reference[t][0] / reference[t][1]:+.2f}" for t in tasks)
     return [
-        f"{label} - ttt-self-edit: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(tasks)} tasks x {configs} "
+        f"{label} - {baseline}: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] over {len(tasks)} tasks x {configs} "
         f"configurations (95% CI: bootstrap over tasks)",
         f"  per task: {each}",
     ]
@@ -113,7 +117,7 @@ def conditions(root: Path, round_zero: dict[str, str]) -> dict[str, Path]:
     rows = {"icl": root / "icl", **{label: root / path for path, label in round_zero.items()}}
     rows |= {f"seal (round {round_number(p)})": p for p in rounds[1:]}
     rows |= {"seal": root / "seal", "oracle": root / "oracle"}
-    rows |= {f"seal{LARGER}": root / "seal-x4", f"oracle{LARGER}": root / "oracle-x4"}
+    rows |= {f"{condition}{LARGER}": root / f"{condition}-x4" for condition in ("ttt-self-edit", "seal", "oracle")}
     return {label: path for label, path in rows.items() if (path / RunDirectory.SUMMARY).exists()}
 
 
@@ -140,13 +144,13 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
         lines += ["", "Configurations:", *configured]
     if rounds_kept := kept(root):
         lines += ["", "ReST-EM:", *rounds_kept]
-    baseline = next((path for label, path in present.items() if label.startswith("ttt-self-edit")), None)
-    policies = [(label, path) for label, path in present.items() if label.startswith("seal") and LARGER not in label]
-    if baseline and policies:
+    baselines = {budget(label): label for label in present if label.startswith("ttt-self-edit")}
+    policies = [label for label in present if label.startswith("seal") and budget(label) in baselines]
+    pairs = [(baselines[budget(label)], label) for label in policies]
+    if pairs:
         lines.append("")
-        reference = per_task(baseline)
-        for label, path in policies:
-            lines += differences(reference, label, path)
+        for baseline, label in pairs:
+            lines += differences(baseline, present[baseline], label, present[label])
     return lines + [""]
 
 

@@ -12,9 +12,9 @@
 # seal (the final policy) and oracle. Each TTT at most 6,000 training tokens and 16 examples; every
 # step on the same two Ray workers, so that seconds per TTT compare. That budget cuts most of the
 # oracle's augmented configurations to under a tenth of their examples, so last the oracle runs again
-# on A and B at four times the tokens and up to 64 examples (oracle-x4), and the final policy on B
-# (seal-x4). Every step resumes, so rerun it to continue, with the same OUT as given first (runs
-# record the policy's path as given).
+# on A and B at four times the tokens and up to 64 examples (oracle-x4), and the model's own
+# configurations and the final policy on B (ttt-self-edit-x4, seal-x4). Every step resumes, so rerun
+# it to continue, with the same OUT as given first (runs record the policy's path as given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/arc_table1}
@@ -39,6 +39,7 @@ policy="$OUT/a/train/round-2/policy"
 "$SEAL" arc eval --condition oracle "${seal_eval[@]}" "${common[@]}" "${budget[@]}" --out "$OUT/b/oracle" > /dev/null
 "$SEAL" arc eval --condition oracle "${small[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/a/oracle-x4" > /dev/null
 "$SEAL" arc eval --condition oracle "${seal_eval[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/b/oracle-x4" > /dev/null
+"$SEAL" arc eval --condition ttt-self-edit "${seal_eval[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/b/ttt-self-edit-x4" > /dev/null
 "$SEAL" arc eval --condition seal --policy "$policy" "${seal_eval[@]}" "${common[@]}" "${larger[@]}" --out "$OUT/b/seal-x4" > /dev/null
 
 .venv/bin/python benchmarks/arc_table.py "$OUT" --plot "$OUT.png" > "$OUT.txt"

@@ -110,6 +110,7 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     arc_run(root / "seal", {"t1": [1.0, None], "t2": [0.5, 0.5]}, cut=("t1/0", "t1/1", "t2/1"))
     arc_run(root / "oracle-x4", {"t1": [1.0, 0.0], "t2": [0.0, 0.0]})
     arc_run(root / "seal-x4", {"t1": [1.0, 1.0], "t2": [1.0, 0.0]})
+    arc_run(root / "ttt-self-edit-x4", {"t1": [0.0, 1.0], "t2": [0.0, 0.0]})
     (root / "train" / "round-1").mkdir(parents=True)
     kept = {"n_items": 46, "kept": [{"item_id": "a"}, {"item_id": "a"}, {"item_id": "b"}]}
     (root / "train" / "round-1" / "kept.json").write_text(json.dumps(kept))
@@ -133,8 +134,12 @@ def test_the_arc_table_pairs_seal_with_its_baseline_and_leaves_failed_units_out(
     assert difference.startswith(f"seal - ttt-self-edit: {2 / 3 - 0.5 / 4:+.1%}")
     assert "over 2 tasks x 2 configurations" in difference
     assert "  per task: t1 +1.00, t2 +0.25" in lines
-    # seal at 4x the budget is no pair for ttt-self-edit at the budget
-    assert [line.split(":")[0] for line in lines if " - ttt-self-edit" in line] == ["seal - ttt-self-edit"]
+    # each seal row is paired with ttt-self-edit at its own budget
+    pairs = [line.split(":")[0] for line in lines if " - ttt-self-edit" in line]
+    assert pairs == ["seal - ttt-self-edit", "seal, 4x the budget - ttt-self-edit, 4x the budget"]
+    larger = next(line for line in lines if line.startswith("seal, 4x the budget - "))
+    assert larger.startswith(f"seal, 4x the budget - ttt-self-edit, 4x the budget: {3 / 4 - 1 / 4:+.1%}")
+    assert "  per task: t1 +0.50, t2 +0.50" in lines
 
 
 def test_the_arc_plot_draws_the_finished_conditions_of_each_set(tmp_path):
