@@ -96,9 +96,10 @@ def budget(label: str) -> str:
     return LARGER if label.endswith(LARGER) else ""
 
 
-def differences(baseline: str, baseline_path: Path, label: str, path: Path) -> list[str]:
-    """``label`` - ``baseline``: pooled over task x configuration with a bootstrap over tasks, then per task."""
-    reference, other = per_task(baseline_path), per_task(path)
+def differences(baseline: str, reference: dict[str, tuple[float, int]], label: str, path: Path) -> list[str]:
+    """``label`` - ``baseline`` (``reference``, its :func:`per_task`): pooled over task x configuration
+    with a bootstrap over tasks, then per task."""
+    other = per_task(path)
     tasks = sorted(set(reference) & set(other))
     a, b = (np.array([counts[t] for t in tasks]) for counts in (reference, other))
     diff, lo, hi = paired_difference_ci(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
@@ -145,12 +146,13 @@ def table(out: Path, name: str, title: str, round_zero: dict[str, str]) -> list[
     if rounds_kept := kept(root):
         lines += ["", "ReST-EM:", *rounds_kept]
     baselines = {budget(label): label for label in present if label.startswith("ttt-self-edit")}
+    references = {at: per_task(present[label]) for at, label in baselines.items()}
     policies = [label for label in present if label.startswith("seal") and budget(label) in baselines]
-    pairs = [(baselines[budget(label)], label) for label in policies]
-    if pairs:
+    if policies:
         lines.append("")
-        for baseline, label in pairs:
-            lines += differences(baseline, present[baseline], label, present[label])
+        for label in policies:
+            at = budget(label)
+            lines += differences(baselines[at], references[at], label, present[label])
     return lines + [""]
 
 
